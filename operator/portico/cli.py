@@ -1,0 +1,93 @@
+"""The `portico` command. Each subcommand imports its implementation lazily, so `portico --help`
+stays fast and `portico validate` works without a cluster."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from portico import __version__
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from portico.operator.main import run_operator
+
+    return run_operator(args)
+
+
+def _queue_service(args: argparse.Namespace) -> int:
+    from portico.queue_service.server import run_queue_service
+
+    return run_queue_service(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from portico.operator.validate import validate_paths
+
+    return validate_paths(args.filename, out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portico",
+        description="Portico Triggers: declare background-job triggers as Kubernetes resources.",
+    )
+    parser.add_argument("--version", action="version", version=f"portico {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    op = sub.add_parser("operator", help="run the operator that turns JobTriggers into running triggers")
+    op.add_argument(
+        "-n", "--namespace", action="append", default=[], dest="namespaces",
+        help="watch only this namespace (repeatable); default: cluster-wide",
+    )
+    op.add_argument("--queue-url", default=None, help="queue service base URL (env PORTICO_QUEUE_URL)")
+    op.add_argument(
+        "--queue-token-file", default=None,
+        help="file holding the queue service bearer token (env PORTICO_QUEUE_TOKEN_FILE)",
+    )
+    op.add_argument("--webhook-host", default="0.0.0.0", help="address of the webhook server")
+    op.add_argument("--webhook-port", type=int, default=8080, help="port of the webhook server (0: random)")
+    op.add_argument("--health-host", default="0.0.0.0", help="address of the liveness/readiness server")
+    op.add_argument("--health-port", type=int, default=8081, help="port of liveness/readiness probes")
+    op.add_argument("--metrics-host", default="0.0.0.0", help="address of the Prometheus metrics server")
+    op.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus metrics server")
+    op.add_argument(
+        "--status-interval", type=float, default=1.0,
+        help="seconds between status patches of one trigger (coalescing)",
+    )
+    op.add_argument("--stop-timeout", type=float, default=20.0, help="seconds allowed for a graceful stop")
+    op.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (env PORTICO_LOG_FORMAT)")
+    op.add_argument("--log-level", default="INFO", help="log level")
+    op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)")
+    op.add_argument("--id", default=None, help="identity of this replica for leader election (default: hostname)")
+    op.add_argument(
+        "--leader-election", action=argparse.BooleanOptionalAction, default=True,
+        help="run single-active sources only on the lease holder",
+    )
+    op.set_defaults(func=_operator)
+
+    qs = sub.add_parser("queue-service", help="run the reference job-queue service")
+    qs.add_argument("--host", default="127.0.0.1", help="listen address")
+    qs.add_argument("--port", type=int, default=8000, help="listen port (0: random)")
+    qs.add_argument("--db", default="portico-queue.db", help="SQLite database file, or :memory:")
+    qs.add_argument("--token-file", default=None, help="require this bearer token (env PORTICO_QUEUE_TOKEN)")
+    qs.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="largest accepted request body")
+    qs.add_argument("--log-level", default="INFO", help="log level")
+    qs.set_defaults(func=_queue_service)
+
+    va = sub.add_parser("validate", help="validate JobTrigger manifests offline (for CI and GitOps)")
+    va.add_argument(
+        "-f", "--filename", action="append", required=True,
+        help="manifest file or directory (repeatable; '-' for stdin)",
+    )
+    va.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

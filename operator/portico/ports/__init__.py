@@ -1,0 +1,1 @@
+"""Ports: the small abstract interfaces the core depends on, implemented by adapters."""

@@ -1,0 +1,75 @@
+"""The port through which every trigger enqueues work: a job-queue service."""
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+    @property
+    def is_active(self) -> bool:
+        """Still to be worked on: what a schedule's `Forbid` concurrency policy waits for."""
+        return self in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class Job(BaseModel):
+    """A job as the queue service reports it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    job_type: str
+    queue_name: str = "default"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 0
+    metadata: dict[str, str] = Field(default_factory=dict)
+    status: JobStatus = JobStatus.PENDING
+    idempotency_key: str | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    last_error: str | None = None
+
+
+class JobCreationError(Exception):
+    """A job could not be created. `retryable` says whether the same request may succeed later
+    (queue service unavailable, overloaded) or never will (rejected input, bad credentials)."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class JobCreator(ABC):
+    @abstractmethod
+    async def create_job(
+        self,
+        job_type: str,
+        payload: dict[str, Any],
+        queue_name: str = "default",
+        priority: int = 0,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Create a job, or return the existing one when `idempotency_key` was seen before.
+
+        Raises `JobCreationError` when the job was not accepted.
+        """
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job's current state, or None if the queue service does not know it."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""

@@ -1,0 +1,1 @@
+"""Test and local-development support: a real Kubernetes control plane (etcd + kube-apiserver)."""
