@@ -1,0 +1,1 @@
+"""The Kubernetes side: Kopf handlers (thin), the trigger registry, the status writer, the CLI wiring."""

@@ -1,0 +1,218 @@
+"""The operator's own Kubernetes API calls (status patches, Events, Secrets), over one shared
+kubernetes-asyncio client. Kopf does the watching; these are the writes and reads around it."""
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from portico.domain.trigger import SecretRef, TriggerRef
+from portico.operator.resource import GROUP, KIND, PLURAL, VERSION
+from portico.operator.status import ResourceGoneError, StatusPatcher
+from portico.ports.trigger_events import EventType
+from portico.ports.trigger_source import SecretNotFoundError, SecretResolver
+
+logger = logging.getLogger(__name__)
+
+REPORTING_COMPONENT = "portico-operator"
+
+
+async def create_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
+
+
+class KubeStatusPatcher(StatusPatcher):
+    def __init__(self, api: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api)
+
+    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": patch},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ResourceGoneError(str(ref)) from None
+            raise
+
+
+class EventRecorder:
+    """Posts Kubernetes Events on JobTriggers, in the background and rate-limited per object, so a
+    trigger failing in a tight loop cannot flood the API server.
+
+    Identical events (same object, reason and message) within `dedupe_seconds` are counted on the
+    existing Event instead of creating new ones; beyond `burst` events per object, one more is allowed
+    every `refill_seconds`, the rest are dropped (and logged at debug level).
+    """
+
+    def __init__(
+        self, api: client.ApiClient, *, burst: int = 10, refill_seconds: float = 10.0,
+        dedupe_seconds: float = 300.0, host: str = "",
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self.dedupe_seconds = dedupe_seconds
+        self.host = host
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._recent: dict[tuple[str, str, str], tuple[float, str, int]] = {}
+        self._queue: asyncio.Queue[tuple[TriggerRef, EventType, str, str]] = asyncio.Queue(maxsize=1000)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.posted = 0
+
+    def record(self, ref: TriggerRef, type: EventType, reason: str, message: str) -> None:
+        if not self._allow(ref.uid or str(ref)):
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait((ref, type, reason, message[:1024]))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def _allow(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) / self.refill_seconds)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+    def forget(self, ref: TriggerRef) -> None:
+        self._buckets.pop(ref.uid or str(ref), None)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="event-recorder")
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._post(*item)
+            except Exception as exc:
+                logger.warning("could not post event %s on %s: %s", item[2], item[0], exc)
+            finally:
+                self._queue.task_done()
+
+    async def _post(self, ref: TriggerRef, type: EventType, reason: str, message: str) -> None:
+        now = datetime.now(UTC)
+        key = (ref.uid, reason, message)
+        recent = self._recent.get(key)
+        mono = time.monotonic()
+        if recent is not None and mono - recent[0] < self.dedupe_seconds:
+            _, name, count = recent
+            self._recent[key] = (recent[0], name, count + 1)
+            with contextlib.suppress(ApiException):
+                await self.core.patch_namespaced_event(
+                    name, ref.namespace, {"count": count + 1, "lastTimestamp": now.isoformat()})
+                self.posted += 1
+                return
+        name = f"{ref.name}.{uuid.uuid4().hex[:12]}"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                "name": ref.name, "namespace": ref.namespace, "uid": ref.uid,
+            },
+            "type": type,
+            "reason": reason,
+            "message": message,
+            "source": {"component": REPORTING_COMPONENT, "host": self.host},
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": self.host or REPORTING_COMPONENT,
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        await self.core.create_namespaced_event(ref.namespace, body)
+        self.posted += 1
+        self._recent[key] = (mono, name, 1)
+        if len(self._recent) > 10_000:
+            cutoff = mono - self.dedupe_seconds
+            self._recent = {k: v for k, v in self._recent.items() if v[0] >= cutoff}
+
+
+class SecretCache:
+    """Secret values the operator's triggers reference, kept current by the Secret watch.
+
+    Reads are synchronous dictionary lookups (a webhook checks its HMAC key per request); a Secret is
+    fetched once when a trigger first needs it, and then updated by watch events.
+    """
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self._data: dict[tuple[str, str], dict[str, str] | None] = {}
+
+    async def load(self, namespace: str, name: str) -> None:
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                self._data[(namespace, name)] = None
+                return
+            raise
+        self.update(namespace, name, secret.data or {})
+
+    def update(self, namespace: str, name: str, data: Mapping[str, str] | None) -> None:
+        """Store a Secret's base64 `data` as seen by a read or a watch event (None: deleted)."""
+        if data is None:
+            self._data[(namespace, name)] = None
+            return
+        decoded = {}
+        for key, value in data.items():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                decoded[key] = base64.b64decode(value).decode()
+        self._data[(namespace, name)] = decoded
+
+    def known(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._data
+
+    def get(self, namespace: str, ref: SecretRef) -> str:
+        data = self._data.get((namespace, ref.name))
+        if data is None:
+            raise SecretNotFoundError(ref, namespace, "the Secret does not exist")
+        if ref.key not in data:
+            raise SecretNotFoundError(ref, namespace, "the Secret has no such key")
+        return data[ref.key]
+
+    def resolver(self, namespace: str) -> SecretResolver:
+        return _NamespacedSecrets(self, namespace)
+
+
+class _NamespacedSecrets(SecretResolver):
+    def __init__(self, cache: SecretCache, namespace: str) -> None:
+        self.cache = cache
+        self.namespace = namespace
+
+    def get(self, ref: SecretRef) -> str:
+        return self.cache.get(self.namespace, ref)

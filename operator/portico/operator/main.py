@@ -1,0 +1,78 @@
+"""`portico operator`: wires the adapters to Kopf and runs until SIGTERM.
+
+Startup order matters: sources open (the webhook server binds) before Kopf resumes existing triggers;
+shutdown is the reverse, and every trigger is stopped gracefully within `--stop-timeout` before the
+final status flush.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+
+from portico.adapters.job_creator.http import HttpJobCreator
+from portico.operator.handlers import operator_settings, register
+from portico.operator.kube import EventRecorder, KubeStatusPatcher, SecretCache, create_api_client
+from portico.operator.logs import setup_logging
+from portico.operator.registry import TriggerRegistry
+from portico.operator.settings import OperatorSettings
+from portico.operator.sources import create_sources
+from portico.operator.status import StatusWriter
+
+logger = logging.getLogger(__name__)
+
+
+async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig
+    api = await create_api_client(settings.kubeconfig)
+    job_creator = HttpJobCreator(settings.queue_url, token=settings.queue_token)
+    sources = create_sources(settings)
+    status_writer = StatusWriter(KubeStatusPatcher(api), interval=settings.status_interval)
+    events = EventRecorder(api, host=settings.identity)
+    triggers = TriggerRegistry(
+        sources=sources, job_creator=job_creator, status_writer=status_writer,
+        events=events, secrets=SecretCache(api), stop_timeout=settings.stop_timeout,
+    )
+    kopf_registry = kopf.OperatorRegistry()
+    register(kopf_registry)
+    opened = []
+    try:
+        for source in sources.values():
+            await source.open()
+            opened.append(source)
+        await status_writer.start()
+        await events.start()
+        logger.info("operator starting", extra={
+            "namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity})
+        await kopf.operator(
+            registry=kopf_registry,
+            settings=operator_settings(),
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
+            memo=kopf.Memo(triggers=triggers, settings=settings),
+            stop_flag=stop_flag,
+        )
+    finally:
+        logger.info("operator stopping: stopping %d triggers", len(triggers))
+        await triggers.stop_all()
+        for source in reversed(opened):
+            try:
+                await source.close()
+            except Exception:
+                logger.exception("error closing the %s source", source.name)
+        await status_writer.close()
+        await events.close()
+        await job_creator.close()
+        await api.close()
+        logger.info("operator stopped")
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format, args.log_level)
+    settings = OperatorSettings.from_args(args)
+    asyncio.run(operate(settings))
+    return 0

@@ -1,0 +1,403 @@
+"""The in-process triggers, keyed by resource UID, and their lifecycle.
+
+Kopf handlers only hand resources to `TriggerRegistry.apply()` / `remove()`. The registry decides what
+that means (start, reconfigure, suspend, fail, retry later), owns retries with backoff, and is the one
+place that knows what a resource's status should say.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from portico.domain.trigger import TriggerRef
+from portico.operator.kube import EventRecorder, SecretCache
+from portico.operator.resource import (
+    RUN_NOW_ANNOTATION,
+    JobTriggerStatus,
+    ParsedSpec,
+    Phase,
+    SpecError,
+    parse_spec,
+)
+from portico.operator.status import StatusWriter
+from portico.ports.job_creator import JobCreationError, JobCreator
+from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
+from portico.ports.trigger_events import EventType, TriggerEvents
+from portico.ports.trigger_source import TriggerContext, TriggerSource
+
+logger = logging.getLogger(__name__)
+
+STATUS_FIELDS = frozenset(f.alias or n for n, f in JobTriggerStatus.model_fields.items())
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    return value
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What the registry needs of a JobTrigger object."""
+
+    ref: TriggerRef
+    generation: int
+    spec: Mapping[str, Any]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    status: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Resource":
+        meta = body.get("metadata", {})
+        return cls(
+            ref=TriggerRef(name=meta["name"], namespace=meta.get("namespace", ""), uid=meta.get("uid", "")),
+            generation=int(meta.get("generation", 0)),
+            spec=dict(body.get("spec") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            status=dict(body.get("status") or {}),
+        )
+
+
+@dataclass
+class RetryPolicy:
+    initial: float = 1.0
+    maximum: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential with jitter: many triggers failing on the same outage do not retry in lockstep."""
+        base = min(self.maximum, self.initial * 2 ** max(0, attempt - 1))
+        return float(base * random.uniform(0.5, 1.0))
+
+
+class _Events(TriggerEvents):
+    def __init__(self, registry: "TriggerRegistry", uid: str, ref: TriggerRef) -> None:
+        self.registry = registry
+        self.uid = uid
+        self.ref = ref
+
+    def changed(self) -> None:
+        self.registry.status_writer.mark_dirty(self.uid)
+
+    def event(self, type: EventType, reason: str, message: str) -> None:
+        self.registry.events.record(self.ref, type, reason, message)
+
+
+@dataclass
+class ManagedTrigger:
+    resource: Resource
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    trigger: JobTrigger | None = None
+    source: str | None = None
+    phase: Phase = "Pending"
+    reason: str = "Pending"
+    message: str = "The trigger has not been started yet."
+    transition: datetime = field(default_factory=lambda: datetime.now(UTC))
+    applied_generation: int | None = None
+    error: str | None = None
+    errors: int = 0
+    base_jobs: int = 0
+    base_errors: int = 0
+    attempt: int = 0
+    retry: asyncio.Task[None] | None = None
+    secrets: frozenset[tuple[str, str]] = frozenset()
+    run_now_seen: str | None = None
+    last_health: TriggerHealth | None = None
+    ready: tuple[str, str] = ("False", "Pending")
+
+    @property
+    def uid(self) -> str:
+        return self.resource.ref.uid
+
+    @property
+    def ref(self) -> TriggerRef:
+        return self.resource.ref
+
+
+class TriggerRegistry:
+    def __init__(
+        self,
+        *,
+        sources: Mapping[str, TriggerSource[Any]],
+        job_creator: JobCreator,
+        status_writer: StatusWriter,
+        events: EventRecorder,
+        secrets: SecretCache,
+        retry: RetryPolicy | None = None,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        self.sources = dict(sources)
+        self.source_classes = tuple(type(s) for s in self.sources.values())
+        self.job_creator = job_creator
+        self.status_writer = status_writer
+        self.events = events
+        self.secrets = secrets
+        self.retry_policy = retry or RetryPolicy()
+        self.stop_timeout = stop_timeout
+        self._triggers: dict[str, ManagedTrigger] = {}
+
+    def __len__(self) -> int:
+        return len(self._triggers)
+
+    def get(self, uid: str) -> ManagedTrigger | None:
+        return self._triggers.get(uid)
+
+    def running(self) -> list[ManagedTrigger]:
+        return [m for m in self._triggers.values() if m.trigger is not None and m.trigger.is_running]
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def apply(self, resource: Resource, *, force: bool = False) -> None:
+        """Make the in-process trigger match the resource. Cheap when nothing relevant changed: a
+        metadata-only change (labels, unrelated annotations) leaves a running trigger alone."""
+        uid = resource.ref.uid
+        managed = self._triggers.get(uid)
+        if managed is None:
+            managed = self._triggers[uid] = ManagedTrigger(resource=resource)
+            managed.base_jobs = int(resource.status.get("jobsCreated") or 0)
+            managed.base_errors = int(resource.status.get("errors") or 0)
+            managed.errors = 0
+            self.status_writer.track(uid, resource.ref, lambda: self.snapshot(managed),
+                                     written=dict(resource.status))
+        async with managed.lock:
+            if uid not in self._triggers:
+                return
+            managed.resource = resource
+            if force or managed.applied_generation != resource.generation:
+                await self._reconcile(managed)
+            await self._run_now_if_asked(managed)
+
+    async def remove(self, uid: str) -> None:
+        managed = self._triggers.get(uid)
+        if managed is None:
+            return
+        async with managed.lock:
+            self._cancel_retry(managed)
+            await self._stop_current(managed)
+            self._triggers.pop(uid, None)
+            self.status_writer.untrack(uid)
+            self.events.forget(managed.ref)
+
+    async def stop_all(self) -> None:
+        """Operator shutdown: stop every trigger gracefully, in parallel, within the stop timeout,
+        then flush their final counters."""
+        for managed in self._triggers.values():
+            self._cancel_retry(managed)
+
+        async def stop(m: ManagedTrigger) -> None:
+            async with m.lock:
+                await self._stop_current(m, keep_counters=True)
+
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await asyncio.gather(*(stop(m) for m in list(self._triggers.values())))
+        except TimeoutError:
+            logger.warning("not every trigger stopped within %.0fs", self.stop_timeout)
+
+    # --- secrets ---------------------------------------------------------------------------------
+
+    def references_secret(self, namespace: str, name: str) -> bool:
+        return any((namespace, name) in m.secrets for m in self._triggers.values())
+
+    async def secret_changed(self, namespace: str, name: str, data: Mapping[str, str] | None) -> None:
+        """A watched Secret changed: rebuild the triggers that read it at start, and retry at once
+        those that were waiting for it."""
+        self.secrets.update(namespace, name, data)
+        for managed in list(self._triggers.values()):
+            if (namespace, name) not in managed.secrets:
+                continue
+            live = managed.source is not None and self.sources[managed.source].reads_secrets_live
+            if managed.phase == "Failed" or not live:
+                await self.apply(managed.resource, force=True)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    async def _reconcile(self, managed: ManagedTrigger) -> None:
+        self._cancel_retry(managed)
+        resource = managed.resource
+        managed.applied_generation = resource.generation
+        try:
+            parsed = parse_spec(resource.spec, self.source_classes)
+        except SpecError as exc:
+            await self._stop_current(managed)
+            self._fail(managed, "InvalidSpec", "The spec is invalid: " + "; ".join(exc.errors), retry=False)
+            return
+        managed.source = parsed.source
+        if parsed.suspend:
+            was_running = managed.trigger is not None
+            await self._stop_current(managed)
+            self._set_phase(managed, "Suspended", "Suspended", "spec.suspend is true: the trigger is stopped.")
+            if was_running:
+                self._event(managed, "Normal", "Suspended", "Trigger stopped: spec.suspend is true.")
+            return
+        await self._start(managed, parsed)
+
+    async def _start(self, managed: ManagedTrigger, parsed: ParsedSpec) -> None:
+        source = self.sources[parsed.source]
+        resource = managed.resource
+        refs = list(source.secret_refs(parsed.source_spec))
+        managed.secrets = frozenset((resource.ref.namespace, r.name) for r in refs)
+        replacing = managed.trigger is not None
+        new: JobTrigger | None = None
+        try:
+            for r in refs:
+                if not self.secrets.known(resource.ref.namespace, r.name):
+                    await self.secrets.load(resource.ref.namespace, r.name)
+            context = TriggerContext(
+                ref=resource.ref,
+                template=parsed.job,
+                job_creator=self.job_creator,
+                events=_Events(self, managed.uid, resource.ref),
+                secrets=self.secrets.resolver(resource.ref.namespace),
+                annotations=resource.annotations,
+                status=self._resume_status(managed),
+            )
+            new = source.build(parsed.source_spec, context)
+            await self._stop_current(managed)
+            managed.trigger = new
+            await new.start()
+        except TriggerStartError as exc:
+            await self._stop_current(managed)
+            self._fail(managed, exc.reason, str(exc), retry=exc.retryable)
+            return
+        except Exception as exc:
+            logger.exception("unexpected error starting %s", resource.ref)
+            await self._stop_current(managed)
+            self._fail(managed, "StartFailed", f"Could not start the trigger: {type(exc).__name__}: {exc}",
+                       retry=True)
+            return
+        managed.attempt = 0
+        managed.error = None
+        verb = "Reconfigured" if replacing else "Started"
+        self._set_phase(managed, "Running", "Running", f"{verb}: the {parsed.source} trigger is running.")
+        self._event(managed, "Normal", verb, f"The {parsed.source} trigger is running.")
+
+    def _resume_status(self, managed: ManagedTrigger) -> dict[str, Any]:
+        """The status a new trigger instance resumes from. After a suspension, schedules must not catch
+        up on the runs missed meanwhile, so they resume as from now."""
+        status = dict(managed.resource.status)
+        if managed.phase == "Suspended" or status.get("phase") == "Suspended":
+            status["resumedAt"] = rfc3339(datetime.now(UTC))
+        return status
+
+    async def _stop_current(self, managed: ManagedTrigger, *, keep_counters: bool = True) -> None:
+        trigger, managed.trigger = managed.trigger, None
+        if trigger is None:
+            return
+        try:
+            await trigger.stop()
+        except Exception:
+            logger.exception("error stopping %s", managed.ref)
+        if keep_counters:
+            health = trigger.get_health()
+            managed.base_jobs += health.jobs_created_count
+            managed.base_errors += health.errors_count
+            managed.last_health = health
+        self.status_writer.mark_dirty(managed.uid)
+
+    def _fail(self, managed: ManagedTrigger, reason: str, message: str, *, retry: bool) -> None:
+        managed.errors += 1
+        managed.error = message
+        if retry:
+            managed.attempt += 1
+            delay = self.retry_policy.delay(managed.attempt)
+            managed.retry = asyncio.create_task(self._retry_later(managed, delay), name=f"retry {managed.ref}")
+            message_with_retry = f"{message} (retrying in {delay:.0f}s)"
+        else:
+            message_with_retry = message
+        self._set_phase(managed, "Failed", reason, message_with_retry)
+        self._event(managed, "Warning", reason, message)
+
+    async def _retry_later(self, managed: ManagedTrigger, delay: float) -> None:
+        await asyncio.sleep(delay)
+        managed.retry = None
+        if self._triggers.get(managed.uid) is managed:
+            await self.apply(managed.resource, force=True)
+
+    def _cancel_retry(self, managed: ManagedTrigger) -> None:
+        task, managed.retry = managed.retry, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _set_phase(self, managed: ManagedTrigger, phase: Phase, reason: str, message: str) -> None:
+        if (managed.phase, managed.reason) != (phase, reason):
+            managed.transition = datetime.now(UTC)
+        managed.phase, managed.reason, managed.message = phase, reason, message
+        self.status_writer.mark_dirty(managed.uid, urgent=True)
+
+    def _event(self, managed: ManagedTrigger, type: EventType, reason: str, message: str) -> None:
+        self.events.record(managed.ref, type, reason, message)
+
+    async def _run_now_if_asked(self, managed: ManagedTrigger) -> None:
+        token = managed.resource.annotations.get(RUN_NOW_ANNOTATION)
+        if not token or token == managed.run_now_seen:
+            return
+        managed.run_now_seen = token
+        run_now = getattr(managed.trigger, "run_now", None)
+        if run_now is None:
+            self._event(managed, "Warning", "RunNowUnsupported",
+                        f"{RUN_NOW_ANNOTATION} is only supported by running schedule triggers.")
+            return
+        try:
+            job = await run_now(token)
+        except JobCreationError as exc:
+            self._event(managed, "Warning", "RunNowFailed", f"Manual run {token!r} failed: {exc}")
+            return
+        self._event(managed, "Normal", "RunNow", f"Manual run {token!r} created job {job.id}.")
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def snapshot(self, managed: ManagedTrigger) -> dict[str, Any]:
+        """The status this resource should have now, as camelCase JSON."""
+        trigger = managed.trigger
+        health = trigger.get_health() if trigger is not None else managed.last_health
+        running = bool(trigger is not None and trigger.is_running)
+        jobs = managed.base_jobs + (health.jobs_created_count if trigger is not None and health else 0)
+        errors = managed.base_errors + managed.errors + (
+            health.errors_count if trigger is not None and health else 0)
+        previous = managed.resource.status
+        status: dict[str, Any] = {
+            "phase": managed.phase,
+            "isRunning": running,
+            "source": managed.source,
+            "observedGeneration": managed.applied_generation,
+            "jobsCreated": jobs,
+            "errors": errors,
+        }
+        if health is not None:
+            status["lastJobId"] = health.last_job_id or previous.get("lastJobId")
+            status["lastJobTime"] = _json(health.last_job_created) or previous.get("lastJobTime")
+            for key, value in health.source_status.items():
+                if key in STATUS_FIELDS:
+                    status[key] = _json(value)
+        status["lastError"] = managed.error or (health.last_error if health else None)
+        if managed.phase == "Running" and not running:
+            ready, reason = "False", "NotRunning"
+            message = (health.last_error if health else None) or "The trigger is not running."
+        else:
+            ready = "True" if managed.phase == "Running" else "False"
+            reason, message = managed.reason, managed.message
+        if managed.ready != (ready, reason):
+            managed.ready = (ready, reason)
+            managed.transition = max(managed.transition, datetime.now(UTC))
+        status["conditions"] = [{
+            "type": "Ready",
+            "status": ready,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": rfc3339(managed.transition),
+            "observedGeneration": managed.applied_generation,
+        }]
+        return {k: v for k, v in status.items() if v is not None or k == "lastError"}
+

@@ -1,0 +1,143 @@
+"""The JobTrigger resource as the operator sees it: the spec (assembled from each source's own model),
+the status, and the names that are part of the API."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from portico.domain.model import SpecModel
+from portico.domain.trigger import JobTemplate
+from portico.ports.trigger_source import TriggerSource
+
+GROUP = "triggers.portico.dev"
+VERSION = "v1alpha1"
+KIND = "JobTrigger"
+PLURAL = "jobtriggers"
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+
+Phase = Literal["Pending", "Running", "Suspended", "Failed"]
+
+
+class Condition(SpecModel):
+    type: str = Field(description="Type of the condition; `Ready` says whether the trigger creates jobs.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Status of the condition.")
+    reason: str = Field(description="One-word CamelCase reason for the condition's last transition.")
+    message: str = Field(default="", description="Human-readable details of the last transition.")
+    last_transition_time: datetime = Field(description="When the condition last changed status.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the condition was computed from."
+    )
+
+
+class JobTriggerStatus(SpecModel):
+    """Everything the operator writes to `/status`. A field missing here would be pruned by the API
+    server, so the CRD's status schema is generated from this model."""
+
+    phase: Phase | None = Field(
+        default=None,
+        description="Pending (not started yet), Running, Suspended (spec.suspend) or Failed (see lastError).",
+    )
+    is_running: bool | None = Field(default=None, description="True exactly while the trigger can create jobs.")
+    source: str | None = Field(default=None, description="Which source block is set (schedule, webhook, ...).")
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation of the spec this status describes."
+    )
+    jobs_created: int | None = Field(default=None, description="Jobs created since the trigger was created.")
+    errors: int | None = Field(default=None, description="Errors since the trigger was created.")
+    last_job_id: str | None = Field(default=None, description="ID of the last job created in the queue service.")
+    last_job_time: datetime | None = Field(default=None, description="When the last job was created.")
+    last_error: str | None = Field(
+        default=None, description="The last error, in words a user can act on (never contains secrets)."
+    )
+    last_schedule_time: datetime | None = Field(
+        default=None, description="Schedule: the last scheduled time whose job the queue service accepted."
+    )
+    next_schedule_time: datetime | None = Field(
+        default=None, description="Schedule: the next time the schedule fires."
+    )
+    skipped_runs: int | None = Field(
+        default=None, description="Schedule: runs skipped by concurrencyPolicy Forbid."
+    )
+    missed_runs: int | None = Field(
+        default=None, description="Schedule: runs that could not be created before their deadline."
+    )
+    webhook_path: str | None = Field(default=None, description="Webhook: the URL path this trigger serves.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Latest observations of the trigger's state (Ready)."
+    )
+
+
+class SpecError(ValueError):
+    """A spec the schema let through but that cannot run (a bad cron, an unknown time zone, ...).
+    `errors` are `field.path: message` lines a user can act on."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    job: JobTemplate
+    suspend: bool
+    source: str
+    source_spec: SpecModel
+
+
+SOURCE_ORDER = ("schedule", "webhook", "file", "amqp", "databasePoll")
+
+
+@cache
+def spec_model(sources: tuple[type[TriggerSource[Any]], ...]) -> type[BaseModel]:
+    """`JobTriggerSpec`, assembled from the sources' own models: one optional block per source."""
+    fields: dict[str, Any] = {
+        "suspend": (bool, Field(default=False, description=(
+            "Stop the trigger without deleting it. Runs missed while suspended are not caught up."))),
+        "job": (JobTemplate, Field(description="Template of every job this trigger creates.")),
+    }
+    for src in sources:
+        doc = (src.spec_model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        fields[src.name] = (src.spec_model | None, Field(default=None, description=doc or f"{src.name} source."))
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        "JobTriggerSpec", __base__=SpecModel, **fields
+    )
+    model.__doc__ = "Desired state of a JobTrigger: the job template and exactly one event source."
+    return model
+
+
+def exactly_one_source_rule(names: Sequence[str]) -> dict[str, str]:
+    has = ", ".join(f"has(self.{n})" for n in names)
+    return {
+        "rule": f"[{has}].filter(x, x).size() == 1",
+        "message": f"exactly one source block must be set: {', '.join(names)}",
+    }
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "spec") -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{loc}: {msg}")
+    return out
+
+
+def parse_spec(spec: Mapping[str, Any], sources: Sequence[type[TriggerSource[Any]]]) -> ParsedSpec:
+    """Validate a resource's spec with the same models the CRD is generated from, plus the deep checks
+    (cron, time zone, JSON Schema, ...) the API server cannot do. Raises `SpecError`."""
+    model = spec_model(tuple(sources))
+    try:
+        parsed = model.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+    names = [s.name for s in sources]
+    present = [name for name in names if getattr(parsed, name, None) is not None]
+    if len(present) != 1:
+        raise SpecError([f"spec: {exactly_one_source_rule(names)['message']} (found {len(present)})"])
+    job: JobTemplate = parsed.job  # type: ignore[attr-defined]
+    suspend: bool = parsed.suspend  # type: ignore[attr-defined]
+    return ParsedSpec(job=job, suspend=suspend, source=present[0], source_spec=getattr(parsed, present[0]))

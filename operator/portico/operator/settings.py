@@ -1,0 +1,50 @@
+"""Operator settings, from the command line and the environment."""
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    queue_url: str
+    queue_token: str | None = None
+    namespaces: tuple[str, ...] = ()
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8080
+    health_host: str = "0.0.0.0"
+    health_port: int = 8081
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9090
+    status_interval: float = 1.0
+    stop_timeout: float = 20.0
+    kubeconfig: str | None = None
+    identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "portico"))
+    leader_election: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "OperatorSettings":
+        queue_url = args.queue_url or os.environ.get("PORTICO_QUEUE_URL")
+        if not queue_url:
+            raise SystemExit("portico operator: the queue service URL is required (--queue-url or PORTICO_QUEUE_URL)")
+        token_file = args.queue_token_file or os.environ.get("PORTICO_QUEUE_TOKEN_FILE")
+        token = None
+        if token_file:
+            with open(token_file) as f:
+                token = f.read().strip() or None
+        return cls(
+            queue_url=queue_url.rstrip("/"),
+            queue_token=token,
+            namespaces=tuple(args.namespaces),
+            webhook_host=args.webhook_host,
+            webhook_port=args.webhook_port,
+            health_host=args.health_host,
+            health_port=args.health_port,
+            metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
+            status_interval=args.status_interval,
+            stop_timeout=args.stop_timeout,
+            kubeconfig=args.kubeconfig,
+            identity=args.id or os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or "portico",
+            leader_election=args.leader_election,
+        )
