@@ -1,0 +1,532 @@
+"""Durable job storage on SQLite: WAL, migrations on open, and group commit.
+
+Every write goes through one writer thread. Requests enqueue operations; the writer takes everything that
+is waiting, applies it in one transaction and commits once, then answers all of them. Under concurrency a
+commit (and its write to the log) is shared by hundreds of requests, and an answer is only given after its
+commit, so every acknowledged job survives a killed process. One writer also makes idempotent creation
+atomic without locks: a second request with the same key always sees the first one's row.
+
+Reads use their own connection and thread, so listing jobs never waits for a commit (WAL readers do not
+block the writer, nor it them).
+"""
+
+import asyncio
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from portico.queue_service.settings import QueueServiceSettings
+
+logger = logging.getLogger(__name__)
+
+JobDict = dict[str, Any]
+"""A job in its wire form (the JSON the API returns)."""
+
+T = TypeVar("T")
+
+STATUSES = ("pending", "running", "completed", "failed", "dead")
+
+MIGRATIONS: Sequence[Sequence[str]] = (
+    (
+        """
+        CREATE TABLE jobs (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            job_type TEXT NOT NULL,
+            queue_name TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            status TEXT NOT NULL,
+            idempotency_key TEXT UNIQUE,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            run_at REAL NOT NULL,
+            attempts INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            last_error TEXT,
+            lease_id TEXT,
+            lease_expires_at REAL,
+            worker TEXT
+        )
+        """,
+        "CREATE INDEX jobs_claim_order ON jobs (queue_name, status, priority DESC, seq)",
+        "CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE status = 'running'",
+    ),
+)
+
+_COLUMNS = (
+    "id, job_type, queue_name, priority, payload, metadata, status, idempotency_key, created_at, "
+    "updated_at, run_at, attempts, max_attempts, last_error, lease_id, lease_expires_at, worker"
+)
+_INSERT = (
+    "INSERT INTO jobs (id, job_type, queue_name, priority, payload, metadata, status, idempotency_key, "
+    "created_at, updated_at, run_at, attempts, max_attempts) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0, ?)"
+)
+_BY_KEY = f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key = ?"
+_BY_ID = f"SELECT {_COLUMNS} FROM jobs WHERE id = ?"
+_REQUEUE_EXPIRED = (
+    "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, "
+    "last_error = 'lease expired', lease_id = NULL, lease_expires_at = NULL, updated_at = ? "
+    "WHERE status = 'running' AND lease_expires_at <= ?"
+)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot take the request now (closed, overloaded, or the database failed); retry later."""
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class JobConflict(Exception):
+    """The job is not in a state that allows the operation (e.g. completing a job that is not running)."""
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _job_from_row(row: Sequence[Any]) -> JobDict:
+    return {
+        "id": row[0],
+        "job_type": row[1],
+        "queue_name": row[2],
+        "priority": row[3],
+        "payload": json.loads(row[4]),
+        "metadata": json.loads(row[5]),
+        "status": row[6],
+        "idempotency_key": row[7],
+        "created_at": iso(row[8]),
+        "updated_at": iso(row[9]),
+        "run_at": iso(row[10]),
+        "attempts": row[11],
+        "max_attempts": row[12],
+        "last_error": row[13],
+        "lease_id": row[14],
+        "lease_expires_at": iso(row[15]),
+        "worker": row[16],
+    }
+
+
+@dataclass(slots=True)
+class _Create:
+    job: JobDict
+    row: tuple[Any, ...]
+    key: str | None
+
+
+@dataclass(slots=True)
+class _Call(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+
+
+@dataclass(slots=True)
+class _Failed:
+    error: Exception
+
+
+_Op = _Create | _Call[Any]
+
+
+class JobStore:
+    """The jobs of one queue service. `open()` before use, `close()` after; both from the event loop."""
+
+    def __init__(self, settings: QueueServiceSettings) -> None:
+        self._settings = settings
+        self._clock = settings.clock
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-store-writer")
+        self._reader = (
+            self._writer
+            if settings.in_memory
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-store-reader")
+        )
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Transactions committed; with `committed_ops`, shows how well commits are shared."""
+        self.committed_ops = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wconn = await loop.run_in_executor(self._writer, self._connect_writer)
+        if self._settings.in_memory:
+            self._rconn = self._wconn
+        else:
+            self._rconn = await loop.run_in_executor(self._reader, self._connect_reader)
+        self._task = asyncio.create_task(self._write_loop(), name="queue-store-writer")
+
+    async def close(self) -> None:
+        """Commit what was accepted, then close. Idempotent."""
+        if self._task is not None and not self._stopping:
+            self._stopping = True
+            self._wakeup.set()
+            await asyncio.shield(self._task)
+        loop = asyncio.get_running_loop()
+        if self._rconn is not None and self._rconn is not self._wconn:
+            await loop.run_in_executor(self._reader, self._rconn.close)
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+        self._rconn = self._wconn = None
+        self._stopping = True
+        self._writer.shutdown(wait=False)
+        self._reader.shutdown(wait=False)
+
+    @property
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._settings.db_path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if not self._settings.in_memory:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise RuntimeError(f"the database could not switch to WAL mode (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous = {self._settings.synchronous}")
+        conn.execute("PRAGMA cache_size = -32000")
+        self._migrate(conn)
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._settings.db_path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database has schema version {version}; this service knows up to {len(MIGRATIONS)}"
+            )
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            logger.info("queue database migrated to schema version %d", number)
+
+    # -- the writer --------------------------------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> asyncio.Future[Any]:
+        if self._stopping or self._task is None:
+            raise StoreUnavailable("the queue store is shutting down")
+        if len(self._pending) >= self._settings.max_pending_writes:
+            raise StoreUnavailable("the queue store is overloaded")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        self._wakeup.set()
+        return future
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit = self._settings.max_batch
+        while True:
+            await self._wakeup.wait()
+            if not self._pending:
+                self._wakeup.clear()
+                if self._stopping:
+                    return
+                continue
+            batch = self._pending[:limit]
+            del self._pending[:limit]
+            try:
+                outcomes = await loop.run_in_executor(self._writer, self._apply, [op for op, _ in batch])
+            except Exception as exc:
+                logger.exception(
+                    "a queue store transaction failed; %d operations were not applied", len(batch)
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable(f"the queue store failed: {exc}"))
+                continue
+            self.commits += 1
+            self.committed_ops += len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, _Failed):
+                    future.set_exception(outcome.error)
+                else:
+                    future.set_result(outcome)
+
+    def _apply(self, ops: list[_Op]) -> list[Any]:
+        """One transaction for the whole batch (in the writer thread). Runs of creates become one
+        `executemany`; any other operation gets a savepoint so its failure undoes only itself."""
+        conn = self._wconn
+        assert conn is not None
+        outcomes: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            i = 0
+            while i < len(ops):
+                op = ops[i]
+                if isinstance(op, _Create):
+                    j = i + 1
+                    while j < len(ops) and isinstance(ops[j], _Create):
+                        j += 1
+                    outcomes.extend(self._insert(conn, ops[i:j]))  # type: ignore[arg-type]
+                    i = j
+                else:
+                    outcomes.append(self._call(conn, op))
+                    i += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, ops: list[_Create]) -> list[tuple[JobDict, bool]]:
+        outcomes: list[tuple[JobDict, bool]] = []
+        by_key: dict[str, JobDict] = {}
+        rows: list[tuple[Any, ...]] = []
+        for op in ops:
+            if op.key is not None:
+                found = by_key.get(op.key)
+                if found is None:
+                    row = conn.execute(_BY_KEY, (op.key,)).fetchone()
+                    found = _job_from_row(row) if row is not None else None
+                if found is not None:
+                    outcomes.append((found, False))
+                    continue
+                by_key[op.key] = op.job
+            rows.append(op.row)
+            outcomes.append((op.job, True))
+        if rows:
+            conn.executemany(_INSERT, rows)
+        return outcomes
+
+    @staticmethod
+    def _call(conn: sqlite3.Connection, op: _Call[Any]) -> Any:
+        conn.execute("SAVEPOINT op")
+        try:
+            result = op.fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return _Failed(exc)
+        conn.execute("RELEASE op")
+        return result
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        result: T = await self._submit(_Call(fn))
+        return result
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._rconn
+        if conn is None or self._stopping:
+            raise StoreUnavailable("the queue store is shutting down")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the queue store failed: {exc}") from exc
+
+    # -- operations --------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        job_type: str,
+        queue_name: str,
+        priority: int,
+        payload: dict[str, Any],
+        metadata: dict[str, str],
+        max_attempts: int,
+        idempotency_key: str | None,
+    ) -> tuple[JobDict, bool]:
+        """Store a new job, or return the one stored under `idempotency_key`. The flag says whether the job
+        is new. Returns only after the commit."""
+        now = self._clock()
+        job_id = str(uuid.uuid4())
+        created = iso(now)
+        job: JobDict = {
+            "id": job_id,
+            "job_type": job_type,
+            "queue_name": queue_name,
+            "priority": priority,
+            "payload": payload,
+            "metadata": metadata,
+            "status": "pending",
+            "idempotency_key": idempotency_key,
+            "created_at": created,
+            "updated_at": created,
+            "run_at": created,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "last_error": None,
+            "lease_id": None,
+            "lease_expires_at": None,
+            "worker": None,
+        }
+        row = (
+            job_id,
+            job_type,
+            queue_name,
+            priority,
+            json.dumps(payload, separators=(",", ":")),
+            json.dumps(metadata, separators=(",", ":")),
+            idempotency_key,
+            now,
+            now,
+            now,
+            max_attempts,
+        )
+        result: tuple[JobDict, bool] = await self._submit(_Create(job, row, idempotency_key))
+        return result
+
+    async def get(self, job_id: str) -> JobDict | None:
+        def fetch(conn: sqlite3.Connection) -> JobDict | None:
+            row = conn.execute(_BY_ID, (job_id,)).fetchone()
+            return _job_from_row(row) if row is not None else None
+
+        return await self._read(fetch)
+
+    async def list_jobs(
+        self,
+        *,
+        queue_name: str | None = None,
+        status: str | None = None,
+        job_type: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[JobDict], int | None]:
+        """A page of jobs in creation order, and the position to continue after (None on the last page)."""
+        conditions = ["seq > ?"]
+        params: list[Any] = [after]
+        for column, value in (("queue_name", queue_name), ("status", status), ("job_type", job_type)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT seq, {_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ?"
+        params.append(limit + 1)
+
+        def fetch(conn: sqlite3.Connection) -> tuple[list[JobDict], int | None]:
+            rows = conn.execute(sql, params).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            jobs = [_job_from_row(row[1:]) for row in rows]
+            return jobs, (rows[-1][0] if more else None)
+
+        return await self._read(fetch)
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        """(queue, status, number of jobs), for the metrics."""
+
+        def fetch(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            return conn.execute(
+                "SELECT queue_name, status, COUNT(*) FROM jobs GROUP BY queue_name, status"
+            ).fetchall()
+
+        return await self._read(fetch)
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def requeue_expired(self) -> int:
+        """Return jobs whose lease ran out to the queue (or to `dead` when out of attempts)."""
+
+        def requeue(conn: sqlite3.Connection) -> int:
+            now = self._clock()
+            return conn.execute(_REQUEUE_EXPIRED, (now, now)).rowcount
+
+        return await self._write(requeue)
+
+    async def claim(
+        self, queue_name: str, *, worker: str | None, lease_seconds: float, limit: int
+    ) -> list[JobDict]:
+        """Lease up to `limit` runnable jobs of a queue: highest priority first, oldest first within one."""
+
+        def claim(conn: sqlite3.Connection) -> list[JobDict]:
+            now = self._clock()
+            conn.execute(_REQUEUE_EXPIRED, (now, now))
+            seqs = conn.execute(
+                "SELECT seq FROM jobs WHERE queue_name = ? AND status = 'pending' AND run_at <= ? "
+                "ORDER BY priority DESC, seq LIMIT ?",
+                (queue_name, now, limit),
+            ).fetchall()
+            jobs = []
+            for (seq,) in seqs:
+                row = conn.execute(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_id = ?, "
+                    f"lease_expires_at = ?, worker = ?, updated_at = ? WHERE seq = ? RETURNING {_COLUMNS}",
+                    (uuid.uuid4().hex, now + lease_seconds, worker, now, seq),
+                ).fetchone()
+                jobs.append(_job_from_row(row))
+            return jobs
+
+        return await self._write(claim)
+
+    async def complete(self, job_id: str, *, lease_id: str | None) -> JobDict:
+        def complete(conn: sqlite3.Connection) -> JobDict:
+            self._check_running(conn, job_id, lease_id)
+            row = conn.execute(
+                "UPDATE jobs SET status = 'completed', lease_id = NULL, lease_expires_at = NULL, "
+                f"updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+                (self._clock(), job_id),
+            ).fetchone()
+            return _job_from_row(row)
+
+        return await self._write(complete)
+
+    async def fail(
+        self, job_id: str, *, lease_id: str | None, error: str | None, retry: bool, retry_delay: float
+    ) -> JobDict:
+        """Record a failed attempt: back to `pending` (after `retry_delay`) while attempts remain, else
+        `dead`; straight to `failed` when the worker says retrying is pointless."""
+
+        def fail(conn: sqlite3.Connection) -> JobDict:
+            attempts, max_attempts = self._check_running(conn, job_id, lease_id)
+            now = self._clock()
+            if not retry:
+                status = "failed"
+            elif attempts >= max_attempts:
+                status = "dead"
+            else:
+                status = "pending"
+            row = conn.execute(
+                "UPDATE jobs SET status = ?, last_error = ?, run_at = ?, lease_id = NULL, "
+                f"lease_expires_at = NULL, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+                (status, error, now + retry_delay if status == "pending" else now, now, job_id),
+            ).fetchone()
+            return _job_from_row(row)
+
+        return await self._write(fail)
+
+    @staticmethod
+    def _check_running(conn: sqlite3.Connection, job_id: str, lease_id: str | None) -> tuple[int, int]:
+        row = conn.execute(
+            "SELECT status, lease_id, attempts, max_attempts FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        status, held_lease, attempts, max_attempts = row
+        if status != "running":
+            raise JobConflict(f"the job is {status}, not running")
+        if lease_id is not None and lease_id != held_lease:
+            raise JobConflict("the lease is no longer held: it expired and the job was claimed again")
+        return attempts, max_attempts
