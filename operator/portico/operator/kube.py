@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +52,17 @@ class KubeStatusPatcher(StatusPatcher):
             raise
 
 
-class EventRecorder:
+class EventSink(ABC):
+    """Where the registry sends Kubernetes Events; `record` never blocks."""
+
+    @abstractmethod
+    def record(self, ref: TriggerRef, type: EventType, reason: str, message: str) -> None: ...
+
+    def forget(self, ref: TriggerRef) -> None:
+        """The object is gone: drop any per-object state."""
+
+
+class EventRecorder(EventSink):
     """Posts Kubernetes Events on JobTriggers, in the background and rate-limited per object, so a
     trigger failing in a tight loop cannot flood the API server.
 
@@ -169,11 +180,14 @@ class SecretCache:
     fetched once when a trigger first needs it, and then updated by watch events.
     """
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(api)
+    def __init__(self, api: client.ApiClient | None) -> None:
+        self.core = client.CoreV1Api(api) if api is not None else None
         self._data: dict[tuple[str, str], dict[str, str] | None] = {}
 
     async def load(self, namespace: str, name: str) -> None:
+        if self.core is None:
+            self._data.setdefault((namespace, name), None)
+            return
         try:
             secret = await self.core.read_namespaced_secret(name, namespace)
         except ApiException as exc:

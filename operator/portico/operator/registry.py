@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from portico.domain.trigger import TriggerRef
-from portico.operator.kube import EventRecorder, SecretCache
+from portico.operator.kube import EventSink, SecretCache
 from portico.operator.resource import (
     RUN_NOW_ANNOTATION,
     JobTriggerStatus,
@@ -132,7 +132,7 @@ class TriggerRegistry:
         sources: Mapping[str, TriggerSource[Any]],
         job_creator: JobCreator,
         status_writer: StatusWriter,
-        events: EventRecorder,
+        events: EventSink,
         secrets: SecretCache,
         retry: RetryPolicy | None = None,
         stop_timeout: float = 20.0,

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +54,10 @@ class StatusWriter:
         self.patches = 0
         self.errors = 0
 
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
     def track(self, uid: str, ref: TriggerRef, snapshot: Snapshot, *, written: dict[str, Any] | None = None) -> None:
         """Start tracking (or replace the snapshot of) a resource. `written` is the status it has now,
         so unchanged fields are not re-sent after an operator restart."""
@@ -76,7 +79,7 @@ class StatusWriter:
         if t is None:
             return
         t.dirty = True
-        now = time.monotonic()
+        now = self._now()
         due = now if urgent else max(now, t.last_write + self.interval)
         if t.due is None or due < t.due:
             t.due = due
@@ -113,7 +116,7 @@ class StatusWriter:
                 await self._wakeup.wait()
                 continue
             due, uid = self._heap[0]
-            delay = due - time.monotonic()
+            delay = due - self._now()
             if delay > 0:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -136,7 +139,7 @@ class StatusWriter:
             patch = {k: v for k, v in desired.items() if t.written.get(k) != v}
             if not patch:
                 return
-            t.last_write = time.monotonic()
+            t.last_write = self._now()
             try:
                 await self.patcher.patch_status(t.ref, patch)
             except ResourceGoneError:

@@ -1,0 +1,277 @@
+"""The registry's lifecycle logic, driven through a fake source at our own port boundary (the real
+sources and the real API server are exercised in tests/e2e)."""
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import Field
+
+from portico.adapters.job_creator.memory import InMemoryJobCreator
+from portico.adapters.job_trigger.common import JobEmitter
+from portico.domain.model import SpecModel
+from portico.domain.trigger import SecretRef, TriggerRef
+from portico.operator.kube import EventSink, SecretCache
+from portico.operator.registry import Resource, RetryPolicy, TriggerRegistry
+from portico.operator.status import StatusPatcher, StatusWriter
+from portico.ports.job_creator import Job
+from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
+from portico.ports.trigger_events import EventType
+from portico.ports.trigger_source import TriggerContext, TriggerSource
+
+
+class FakeSpec(SpecModel):
+    """Fake source."""
+
+    label: str = Field(default="x", description="Label.")
+    fail: str | None = Field(default=None, description="Make start() fail with this message.")
+    secret: SecretRef | None = Field(default=None, description="A Secret read at start.")
+
+
+class FakeTrigger(JobTrigger):
+    def __init__(self, spec: FakeSpec, context: TriggerContext) -> None:
+        self.spec = spec
+        self.context = context
+        self.emitter = JobEmitter(context.job_creator, ref=context.ref, source="fake",
+                                  template=context.template, events=context.events)
+        self.running = False
+        self.stops = 0
+        self.secret_value: str | None = None
+
+    async def start(self) -> None:
+        if self.spec.fail:
+            raise TriggerStartError(self.spec.fail, reason="Unreachable")
+        if self.spec.secret:
+            self.secret_value = self.context.secrets.get(self.spec.secret)
+        self.running = True
+
+    async def stop(self) -> None:
+        self.stops += 1
+        self.running = False
+
+    @property
+    def is_running(self) -> bool:
+        return self.running
+
+    def get_health(self) -> TriggerHealth:
+        return self.emitter.health(is_running=self.running, source_status={"webhookPath": self.spec.label})
+
+    async def run_now(self, token: str) -> Job:
+        return await self.emitter.emit(idempotency_key=f"{self.context.ref.key}:run-now:{token}")
+
+
+class FakeSource(TriggerSource[FakeSpec]):
+    name: ClassVar[str] = "fake"
+    spec_model: ClassVar[type[SpecModel]] = FakeSpec
+
+    def __init__(self) -> None:
+        self.built: list[FakeTrigger] = []
+
+    def secret_refs(self, spec: FakeSpec) -> list[SecretRef]:
+        return [spec.secret] if spec.secret else []
+
+    def build(self, spec: FakeSpec, context: TriggerContext) -> JobTrigger:
+        trigger = FakeTrigger(spec, context)
+        self.built.append(trigger)
+        return trigger
+
+
+class Patcher(StatusPatcher):
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+
+    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
+        self.status.update(patch)
+
+
+class Events(EventSink):
+    def __init__(self) -> None:
+        self.events: list[tuple[EventType, str, str]] = []
+
+    def record(self, ref: TriggerRef, type: EventType, reason: str, message: str) -> None:
+        self.events.append((type, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [r for _, r, _ in self.events]
+
+
+def resource(generation: int = 1, *, annotations: dict[str, str] | None = None,
+             status: dict[str, Any] | None = None, **fake: Any) -> Resource:
+    return Resource(
+        ref=TriggerRef(name="t", namespace="ns", uid="uid-1"),
+        generation=generation,
+        spec={"job": {"type": "demo.job", "queue": "q", "priority": 3}, "fake": fake},
+        annotations=annotations or {},
+        status=status or {},
+    )
+
+
+@pytest.fixture
+async def env() -> Any:
+    source = FakeSource()
+    patcher = Patcher()
+    writer = StatusWriter(patcher, interval=1.0)
+    await writer.start()
+    events = Events()
+    creator = InMemoryJobCreator()
+    registry = TriggerRegistry(
+        sources={"fake": source}, job_creator=creator, status_writer=writer, events=events,
+        secrets=SecretCache(None), retry=RetryPolicy(initial=1, maximum=8),
+    )
+    yield registry, source, patcher, events, creator
+    await registry.stop_all()
+    await writer.close()
+
+
+async def settle() -> None:
+    await asyncio.sleep(1.5)
+
+
+@pytest.mark.looptime
+async def test_create_starts_and_reports_running(env: Any) -> None:
+    registry, source, patcher, events, _ = env
+    await registry.apply(resource())
+    await settle()
+    assert source.built[0].is_running
+    s = patcher.status
+    assert (s["phase"], s["isRunning"], s["source"], s["observedGeneration"]) == ("Running", True, "fake", 1)
+    assert s["conditions"][0]["type"] == "Ready" and s["conditions"][0]["status"] == "True"
+    assert s["webhookPath"] == "x"
+    assert events.reasons() == ["Started"]
+
+
+@pytest.mark.looptime
+async def test_same_generation_does_nothing(env: Any) -> None:
+    registry, source, *_ = env
+    await registry.apply(resource())
+    await registry.apply(resource(annotations={"team": "a"}))
+    assert len(source.built) == 1
+
+
+@pytest.mark.looptime
+async def test_spec_change_reconfigures(env: Any) -> None:
+    registry, source, patcher, events, _ = env
+    await registry.apply(resource())
+    await registry.apply(resource(2, label="y"))
+    await settle()
+    old, new = source.built
+    assert old.stops == 1 and not old.is_running and new.is_running
+    assert patcher.status["observedGeneration"] == 2
+    assert patcher.status["webhookPath"] == "y"
+    assert events.reasons() == ["Started", "Reconfigured"]
+
+
+@pytest.mark.looptime
+async def test_suspend_and_resume(env: Any) -> None:
+    registry, source, patcher, _, _ = env
+    await registry.apply(resource())
+    r = resource(2)
+    await registry.apply(Resource(r.ref, 2, {**r.spec, "suspend": True}))
+    await settle()
+    assert not source.built[0].is_running
+    assert patcher.status["phase"] == "Suspended" and patcher.status["isRunning"] is False
+    await registry.apply(resource(3, status={"phase": "Suspended"}))
+    await settle()
+    assert source.built[1].is_running and patcher.status["phase"] == "Running"
+    assert "resumedAt" in source.built[1].context.status
+
+
+@pytest.mark.looptime
+async def test_invalid_spec_fails_without_retry(env: Any) -> None:
+    registry, source, patcher, events, _ = env
+    await registry.apply(Resource(TriggerRef("t", "ns", "uid-1"), 1, {"job": {"type": "x"}, "fake": {"bogus": 1}}))
+    await asyncio.sleep(60)
+    assert source.built == []
+    assert patcher.status["phase"] == "Failed"
+    assert "spec.fake.bogus" in patcher.status["lastError"]
+    assert patcher.status["conditions"][0]["reason"] == "InvalidSpec"
+    assert events.reasons() == ["InvalidSpec"]
+
+
+@pytest.mark.looptime
+async def test_no_source_block_is_invalid(env: Any) -> None:
+    registry, _, patcher, _, _ = env
+    await registry.apply(Resource(TriggerRef("t", "ns", "uid-1"), 1, {"job": {"type": "x"}}))
+    await settle()
+    assert "exactly one source block" in patcher.status["lastError"]
+
+
+@pytest.mark.looptime
+async def test_start_failure_is_retried_with_backoff_then_fixed_by_spec_change(env: Any) -> None:
+    registry, source, patcher, events, _ = env
+    loop = asyncio.get_running_loop()
+    await registry.apply(resource(fail="broker unreachable"))
+    await asyncio.sleep(30)
+    attempts = len(source.built)
+    assert 6 <= attempts <= 11, "backoff 1, 2, 4, 8, 8... s, each jittered to 50-100 %, within 30 s"
+    assert patcher.status["phase"] == "Failed"
+    assert patcher.status["conditions"][0]["reason"] == "Unreachable"
+    assert "broker unreachable" in patcher.status["lastError"]
+    assert patcher.status["errors"] == attempts
+    t0 = loop.time()
+    await registry.apply(resource(2))
+    assert loop.time() - t0 < 0.1
+    await settle()
+    assert patcher.status["phase"] == "Running" and patcher.status["lastError"] is None
+    await asyncio.sleep(30)
+    assert len(source.built) == attempts + 1, "the pending retry was cancelled"
+
+
+@pytest.mark.looptime
+async def test_missing_secret_recovers_when_secret_appears(env: Any) -> None:
+    registry, source, patcher, _, _ = env
+    await registry.apply(resource(secret={"name": "creds", "key": "token"}))
+    await settle()
+    assert patcher.status["phase"] == "Failed"
+    assert "Secret 'creds' key 'token'" in patcher.status["lastError"]
+    assert registry.references_secret("ns", "creds")
+    import base64
+    await registry.secret_changed("ns", "creds", {"token": base64.b64encode(b"s3cret").decode()})
+    await settle()
+    assert patcher.status["phase"] == "Running"
+    assert source.built[-1].secret_value == "s3cret"
+    assert "s3cret" not in str(patcher.status)
+
+
+@pytest.mark.looptime
+async def test_counters_survive_reconfigure_and_restart(env: Any) -> None:
+    registry, source, patcher, _, _ = env
+    patcher.status.update({"jobsCreated": 10, "errors": 2})
+    await registry.apply(resource(status={"jobsCreated": 10, "errors": 2}))
+    await source.built[0].emitter.emit(payload={"n": 1})
+    await registry.apply(resource(2))
+    await source.built[1].emitter.emit(payload={"n": 2})
+    await settle()
+    assert patcher.status["jobsCreated"] == 12
+    assert patcher.status["errors"] == 2
+    assert patcher.status["lastJobId"]
+
+
+@pytest.mark.looptime
+async def test_jobs_use_template_and_provenance(env: Any) -> None:
+    registry, source, _, _, creator = env
+    await registry.apply(resource())
+    job = await source.built[0].emitter.emit(payload={"k": "v"})
+    assert (job.job_type, job.queue_name, job.priority) == ("demo.job", "q", 3)
+    assert job.metadata["trigger.uid"] == "uid-1" and job.metadata["trigger.source"] == "fake"
+
+
+@pytest.mark.looptime
+async def test_run_now_annotation_fires_once_per_value(env: Any) -> None:
+    registry, _, _, events, creator = env
+    await registry.apply(resource())
+    await registry.apply(resource(annotations={"triggers.portico.dev/run-now": "a"}))
+    await registry.apply(resource(annotations={"triggers.portico.dev/run-now": "a", "x": "y"}))
+    await registry.apply(resource(annotations={"triggers.portico.dev/run-now": "b"}))
+    assert len(creator.jobs) == 2
+    assert events.reasons().count("RunNow") == 2
+
+
+@pytest.mark.looptime
+async def test_delete_stops_and_forgets(env: Any) -> None:
+    registry, source, _, _, _ = env
+    await registry.apply(resource())
+    await registry.remove("uid-1")
+    assert not source.built[0].is_running
+    assert registry.get("uid-1") is None
+    await registry.remove("uid-1")

@@ -1,0 +1,125 @@
+"""The status writer coalesces: many changes become about one patch per interval, only changed fields
+are sent, and nothing is lost at close."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from portico.domain.trigger import TriggerRef
+from portico.operator.status import ResourceGoneError, StatusPatcher, StatusWriter
+
+REF = TriggerRef(name="t", namespace="ns", uid="u1")
+
+
+class RecordingPatcher(StatusPatcher):
+    def __init__(self) -> None:
+        self.patches: list[tuple[float, dict[str, Any]]] = []
+        self.fail_next = 0
+        self.gone = False
+
+    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
+        if self.gone:
+            raise ResourceGoneError(str(ref))
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("API server unavailable")
+        self.patches.append((asyncio.get_running_loop().time(), patch))
+
+
+@pytest.fixture
+async def writer() -> Any:
+    patcher = RecordingPatcher()
+    w = StatusWriter(patcher, interval=1.0)
+    await w.start()
+    yield w, patcher
+    await w.close()
+
+
+@pytest.mark.looptime
+async def test_many_changes_coalesce_into_one_patch_per_interval(writer: Any) -> None:
+    w, patcher = writer
+    state = {"jobsCreated": 0}
+    w.track("u1", REF, lambda: dict(state))
+    for _ in range(1000):
+        state["jobsCreated"] += 1
+        w.mark_dirty("u1")
+        await asyncio.sleep(0.005)  # 1,000 jobs over 5 seconds
+    await asyncio.sleep(1.5)
+    assert 5 <= len(patcher.patches) <= 7
+    times = [t for t, _ in patcher.patches]
+    assert all(b - a >= 0.999 for a, b in zip(times, times[1:], strict=False))
+    assert patcher.patches[-1][1] == {"jobsCreated": 1000}
+
+
+@pytest.mark.looptime
+async def test_only_changed_fields_are_sent(writer: Any) -> None:
+    w, patcher = writer
+    state = {"phase": "Running", "jobsCreated": 1}
+    w.track("u1", REF, lambda: dict(state), written={"phase": "Running"})
+    await asyncio.sleep(0.1)
+    assert patcher.patches[-1][1] == {"jobsCreated": 1}
+    state["lastError"] = None
+    w.mark_dirty("u1")
+    await asyncio.sleep(2)
+    assert len(patcher.patches) == 1, "nothing changed, so nothing is written"
+
+
+@pytest.mark.looptime
+async def test_urgent_change_is_written_at_once(writer: Any) -> None:
+    w, patcher = writer
+    state = {"phase": "Pending"}
+    w.track("u1", REF, lambda: dict(state))
+    await asyncio.sleep(0.01)
+    state["phase"] = "Running"
+    start = asyncio.get_running_loop().time()
+    w.mark_dirty("u1", urgent=True)
+    await asyncio.sleep(0.01)
+    assert patcher.patches[-1] == (pytest.approx(start, abs=0.02), {"phase": "Running"})
+
+
+@pytest.mark.looptime
+async def test_failed_patch_is_retried(writer: Any) -> None:
+    w, patcher = writer
+    patcher.fail_next = 2
+    w.track("u1", REF, lambda: {"phase": "Running"})
+    await asyncio.sleep(5)
+    assert [p for _, p in patcher.patches] == [{"phase": "Running"}]
+    assert w.errors == 2
+
+
+@pytest.mark.looptime
+async def test_deleted_resource_is_no_longer_written(writer: Any) -> None:
+    w, patcher = writer
+    patcher.gone = True
+    state = {"jobsCreated": 1}
+    w.track("u1", REF, lambda: dict(state))
+    await asyncio.sleep(0.1)
+    patcher.gone = False
+    state["jobsCreated"] = 2
+    w.mark_dirty("u1")
+    await asyncio.sleep(2)
+    assert patcher.patches == []
+
+
+@pytest.mark.looptime
+async def test_close_flushes_pending_changes() -> None:
+    patcher = RecordingPatcher()
+    w = StatusWriter(patcher, interval=10.0)
+    await w.start()
+    state = {"jobsCreated": 1}
+    w.track("u1", REF, lambda: dict(state))
+    await asyncio.sleep(0.1)
+    state["jobsCreated"] = 7
+    w.mark_dirty("u1")
+    await w.close()
+    assert patcher.patches[-1][1] == {"jobsCreated": 7}
+
+
+@pytest.mark.looptime
+async def test_many_resources_are_written_independently(writer: Any) -> None:
+    w, patcher = writer
+    for i in range(50):
+        w.track(f"u{i}", TriggerRef(name=f"t{i}", namespace="ns", uid=f"u{i}"), lambda i=i: {"n": i})
+    await asyncio.sleep(0.5)
+    assert sorted(p["n"] for _, p in patcher.patches) == list(range(50))
