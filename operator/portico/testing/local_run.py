@@ -1,0 +1,136 @@
+"""`make run`: everything on one machine, for trying Portico out.
+
+A real control plane (state under `.local/`, so resources survive a restart), the CRDs, the reference
+queue service, the operator and the examples. With `KUBECONFIG` pointing at a reachable cluster, that
+cluster is used instead of a local control plane. Ctrl-C stops everything.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from portico.testing.control_plane import ControlPlane, _die_with_parent, find_binaries, free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+STATE = ROOT / ".local"
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent)
+
+
+def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(pattern, log.read_text(errors="replace") if log.exists() else "")
+        if m:
+            return m.group(1)
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited early; see {log}")
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {pattern!r} in {log}")
+
+
+def _port_or_free(port: int) -> int:
+    """The preferred port if it is free, else any free one."""
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            return port
+    except OSError:
+        return free_port()
+
+
+def _cluster_reachable(kubectl: Path, kubeconfig: str) -> bool:
+    result = subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "version", "--request-timeout=5s"],
+                            capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def main() -> int:
+    STATE.mkdir(exist_ok=True)
+    bin_dir = find_binaries(ROOT)
+    kubectl = bin_dir / "kubectl"
+    processes: list[subprocess.Popen[bytes]] = []
+    control_plane: ControlPlane | None = None
+    external = os.environ.get("KUBECONFIG")
+    try:
+        if external and _cluster_reachable(kubectl, external):
+            kubeconfig = Path(external)
+            print(f"Using the cluster from KUBECONFIG={external}")
+        else:
+            print("Starting a local control plane (etcd + kube-apiserver) ...")
+            control_plane = ControlPlane(bin_dir=bin_dir, data_dir=STATE / "control-plane")
+            control_plane.start()
+            kubeconfig = control_plane.kubeconfig
+
+        def k(*args: str) -> None:
+            subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", *args], check=True)
+
+        k("apply", "--server-side", "-f", str(ROOT / "crds"))
+        k("wait", "--for=condition=Established", "--timeout=60s", "crd/jobtriggers.triggers.portico.dev")
+
+        queue_log = STATE / "queue-service.log"
+        queue = _spawn([sys.executable, "-m", "portico", "queue-service", "--port", "0",
+                        "--db", str(STATE / "queue.db")], queue_log)
+        processes.append(queue)
+        queue_url = _wait_for_line(queue_log, r"queue service listening on (\S+)", queue)
+
+        webhook_port = _port_or_free(int(os.environ.get("PORTICO_WEBHOOK_PORT", "8080")))
+        operator_log = STATE / "operator.log"
+        operator = _spawn([
+            sys.executable, "-m", "portico", "operator", f"--kubeconfig={kubeconfig}",
+            f"--queue-url={queue_url}", "--webhook-host=127.0.0.1", f"--webhook-port={webhook_port}",
+            "--health-host=127.0.0.1", f"--health-port={free_port()}",
+            "--metrics-host=127.0.0.1", f"--metrics-port={free_port()}",
+            "--log-format=text", "--no-leader-election",
+        ], operator_log)
+        processes.append(operator)
+        time.sleep(2)
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited; see {operator_log}")
+
+        examples = ROOT / "examples"
+        if any(examples.glob("*.yaml")):
+            k("apply", "-f", str(examples))
+
+        print(f"""
+Portico is running.
+  kubeconfig:     {kubeconfig}
+  queue service:  {queue_url}   (jobs: curl {queue_url}/v1/jobs)
+  webhooks:       http://127.0.0.1:{webhook_port}/hooks/<namespace>/<name>
+  logs:           {operator_log}, {queue_log}
+
+  kubectl --kubeconfig {kubeconfig} get jobtriggers -A
+
+Press Ctrl-C to stop everything.""", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(1):
+            if any(p.poll() is not None for p in processes):
+                print("A process exited unexpectedly; see the logs in .local/")
+                return 1
+        print("\nStopping ...")
+        return 0
+    finally:
+        for proc in reversed(processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        if control_plane is not None:
+            control_plane.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""End-to-end fixtures: the real operator (`portico operator`) and the real reference queue service as
+processes, against the session's real kube-apiserver. Each operator watches only the test's namespace,
+so tests never see each other's triggers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portico.testing.control_plane import ControlPlane, _die_with_parent, free_port
+from tests.conftest import Kubectl
+
+
+@dataclass
+class Process:
+    """A child process with its output in a log file, stopped (SIGTERM, then SIGKILL) by the test."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env}, preexec_fn=_die_with_parent,
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.log())
+            if m:
+                return m
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.args[:3]} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not seen in {timeout}s:\n{self.log()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+PORTICO = [sys.executable, "-m", "portico"]
+
+
+@dataclass
+class QueueService:
+    process: Process
+    url: str
+
+    def jobs(self, **filters: str) -> list[dict[str, Any]]:
+        """Every job matching the filters, following cursor pagination."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            query = {**filters, "limit": "500", **({"cursor": cursor} if cursor else {})}
+            qs = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in query.items())
+            with urllib.request.urlopen(f"{self.url}/v1/jobs?{qs}", timeout=10) as resp:
+                page = json.loads(resp.read())
+            out.extend(page["jobs"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+
+@pytest.fixture
+def queue_service(tmp_path: Path) -> Iterator[QueueService]:
+    """The real reference queue service, as a process with a durable SQLite file."""
+    p = Process([*PORTICO, "queue-service", "--port", "0", "--db", str(tmp_path / "queue.db")],
+                tmp_path / "queue-service.log").start()
+    try:
+        url = p.wait_for_log(r"queue service listening on (\S+)").group(1)
+        yield QueueService(p, url)
+    finally:
+        p.stop()
+
+
+@dataclass
+class Operator:
+    process: Process
+    webhook_port: int
+    health_port: int
+    metrics_port: int
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}"
+
+    def log(self) -> str:
+        return self.process.log()
+
+
+OperatorFactory = Callable[..., Operator]
+
+
+@pytest.fixture
+def start_operator(
+    control_plane: ControlPlane, namespace: str, queue_service: QueueService, tmp_path: Path
+) -> Iterator[OperatorFactory]:
+    """Starts `portico operator` processes watching the test's namespace; all stopped at the end."""
+    started: list[Operator] = []
+
+    def start(*extra: str, kubeconfig: Path | None = None, namespaces: tuple[str, ...] | None = None,
+              webhook_port: int | None = None, env: dict[str, str] | None = None) -> Operator:
+        op = Operator(
+            Process([], tmp_path / f"operator-{len(started)}.log", env=env or {}),
+            webhook_port=webhook_port or free_port(), health_port=free_port(), metrics_port=free_port(),
+        )
+        ns_args = [a for n in (namespaces if namespaces is not None else (namespace,)) for a in ("--namespace", n)]
+        op.process.args = [
+            *PORTICO, "operator", *ns_args,
+            "--kubeconfig", str(kubeconfig or control_plane.kubeconfig),
+            "--queue-url", queue_service.url,
+            "--webhook-host", "127.0.0.1", "--webhook-port", str(op.webhook_port),
+            "--health-host", "127.0.0.1", "--health-port", str(op.health_port),
+            "--metrics-host", "127.0.0.1", "--metrics-port", str(op.metrics_port),
+            "--status-interval", "0.5", "--stop-timeout", "10",
+            "--log-format", "text", "--log-level", "INFO",
+            *extra,
+        ]
+        op.process.start()
+        started.append(op)
+        wait_healthy(op)
+        return op
+
+    yield start
+    for op in started:
+        op.process.stop()
+
+
+def wait_healthy(op: Operator, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not op.process.running:
+            raise AssertionError(f"operator exited:\n{op.log()[-4000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{op.health_port}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"operator not healthy in {timeout}s:\n{op.log()[-4000:]}")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, message: str = "") -> Any:
+    """Poll until `predicate()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}: last={last!r}")
+
+
+def status_of(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    obj = kubectl.json("get", "jobtrigger", name)
+    return dict(obj.get("status") or {})
+
+
+def trigger_manifest(name: str, source: dict[str, Any], *, job: dict[str, Any] | None = None,
+                     **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "triggers.portico.dev/v1alpha1",
+        "kind": "JobTrigger",
+        "metadata": {"name": name},
+        "spec": {"job": job or {"type": "e2e.job"}, **source, **spec},
+    }
