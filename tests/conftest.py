@@ -111,3 +111,133 @@ def kubeconfig_env(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch)
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"portico control plane binaries: {os.environ.get('PORTICO_CONTROL_PLANE_BIN', '(built on demand)')}"
+
+
+# --- The reference queue service ---------------------------------------------------------------------
+# `queue_service`: the real service in the test's event loop, on 127.0.0.1 (free port) with a temporary
+# SQLite file; `.url` for an `HttpJobCreator`, `.list_jobs()` / `.get_job()` to see what arrived.
+# `queue_service_factory(**settings)` starts more, with other settings (token, clock, ...).
+# `queue_service_process`: `portico queue-service` as a subprocess, for tests that kill it.
+
+
+@dataclass
+class RunningQueueService:
+    url: str
+    settings: Any
+    store: Any
+    runner: Any
+    stopped: bool = False
+
+    async def list_jobs(self, **filters: str) -> list[Any]:
+        """Every stored job in creation order; filters: queue_name, status, job_type."""
+        from portico.ports.job_creator import Job
+
+        jobs: list[Any] = []
+        after: int | None = 0
+        while after is not None:
+            page, after = await self.store.list_jobs(after=after, limit=1000, **filters)
+            jobs.extend(Job.model_validate(job) for job in page)
+        return jobs
+
+    async def get_job(self, job_id: str) -> Any:
+        from portico.ports.job_creator import Job
+
+        job = await self.store.get(job_id)
+        return None if job is None else Job.model_validate(job)
+
+    async def stop(self) -> None:
+        """Stop serving (connections are refused afterwards). Idempotent."""
+        if not self.stopped:
+            self.stopped = True
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def queue_service_factory(tmp_path: Path) -> AsyncIterator[Any]:
+    from aiohttp import web
+
+    from portico.queue_service.server import SETTINGS, STORE, create_app
+    from portico.queue_service.settings import QueueServiceSettings
+
+    services: list[RunningQueueService] = []
+
+    async def start(**settings: Any) -> RunningQueueService:
+        settings.setdefault("db_path", str(tmp_path / f"queue-{len(services)}.db"))
+        app = create_app(QueueServiceSettings(**settings))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        service = RunningQueueService(f"http://{host}:{port}", app[SETTINGS], app[STORE], runner)
+        services.append(service)
+        return service
+
+    yield start
+    for service in reversed(services):
+        await service.stop()
+
+
+@pytest.fixture
+async def queue_service(queue_service_factory: Any) -> RunningQueueService:
+    service: RunningQueueService = await queue_service_factory()
+    return service
+
+
+class QueueServiceProcess:
+    """`portico queue-service` in a subprocess on a free port, with its database in `db_path`."""
+
+    def __init__(self, db_path: Path, log_path: Path, *args: str) -> None:
+        self.db_path = db_path
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 60) -> str:
+        import select
+        import sys
+        import time
+
+        command = [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(self.db_path)]
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [*command, *self.args], stdout=subprocess.PIPE, stderr=log, text=True
+            )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], deadline - time.monotonic())
+            line = self.proc.stdout.readline() if ready else ""
+            if "listening on " in line:
+                self.url = line.split("listening on ", 1)[1].strip()
+                return self.url
+            if ready and not line:
+                break
+        self.kill()
+        raise AssertionError(f"the queue service did not start; log:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def queue_service_process(tmp_path: Path) -> Iterator[QueueServiceProcess]:
+    service = QueueServiceProcess(tmp_path / "queue.db", tmp_path / "queue-service.log")
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
