@@ -4,7 +4,6 @@ migrations, draining on close."""
 import asyncio
 import random
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,14 +123,14 @@ async def test_migrations_run_once_and_refuse_a_newer_schema(tmp_path: Path) -> 
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="schema version 99"):
         await open_store(path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 1
-    assert "schema version 99" in proc.stderr
+    assert b"schema version 99" in stderr
 
 
 async def test_concurrent_duplicates_create_one_job(
