@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from portico.operator.handlers import FINALIZER
+from portico.operator.resource import FINALIZER
 from tests.conftest import Kubectl
 from tests.e2e.conftest import (
     OperatorFactory,

@@ -13,7 +13,8 @@ from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef, TriggerRef
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.registry import Resource, RetryPolicy, TriggerRegistry
-from portico.operator.status import StatusPatcher, StatusWriter
+from portico.operator.resource import FINALIZER
+from portico.operator.status import FinalizerWriter, StatusPatcher, StatusWriter
 from portico.ports.job_creator import Job
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import EventType
@@ -275,3 +276,43 @@ async def test_delete_stops_and_forgets(env: Any) -> None:
     assert not source.built[0].is_running
     assert registry.get("uid-1") is None
     await registry.remove("uid-1")
+
+
+class Finalizers(FinalizerWriter):
+    def __init__(self) -> None:
+        self.writes: list[tuple[list[str], str]] = []
+
+    async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
+        self.writes.append((finalizers, resource_version))
+
+
+def body(*, finalizers: list[str] | None = None, deleting: bool = False, version: str = "7") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "t", "namespace": "ns", "uid": "uid-1", "generation": 1,
+                            "resourceVersion": version, "finalizers": finalizers or []}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-28T10:00:00Z"
+    return {"metadata": meta, "spec": {"job": {"type": "x"}, "fake": {}}}
+
+
+@pytest.mark.looptime
+async def test_finalizer_added_on_first_sight_and_released_after_stop(env: Any) -> None:
+    registry, source, *_ = env
+    writer = registry.finalizers = Finalizers()
+    await registry.observe("ADDED", body(finalizers=["other/keep"]))
+    assert writer.writes == [(["other/keep", FINALIZER], "7")]
+    assert source.built[0].is_running
+    await registry.observe("MODIFIED", body(finalizers=["other/keep", FINALIZER], version="8"))
+    assert len(writer.writes) == 1 and len(source.built) == 1
+    await registry.observe("MODIFIED", body(finalizers=["other/keep", FINALIZER], deleting=True, version="9"))
+    assert not source.built[0].is_running
+    assert writer.writes[-1] == (["other/keep"], "9"), "only our finalizer is released, at that version"
+    assert registry.get("uid-1") is None
+
+
+@pytest.mark.looptime
+async def test_deleted_event_stops_the_trigger(env: Any) -> None:
+    registry, source, *_ = env
+    registry.finalizers = Finalizers()
+    await registry.observe(None, body(finalizers=[FINALIZER]))
+    await registry.observe("DELETED", body(finalizers=[FINALIZER]))
+    assert not source.built[0].is_running and registry.get("uid-1") is None

@@ -17,7 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.domain.trigger import SecretRef, TriggerRef
 from portico.operator.resource import GROUP, KIND, PLURAL, VERSION
-from portico.operator.status import ResourceGoneError, StatusPatcher
+from portico.operator.status import FinalizerWriter, ResourceGoneError, StatusPatcher
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import SecretNotFoundError, SecretResolver
 
@@ -36,9 +36,22 @@ async def create_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-class KubeStatusPatcher(StatusPatcher):
+class JobTriggerWriter(StatusPatcher, FinalizerWriter):
     def __init__(self, api: client.ApiClient) -> None:
         self.custom = client.CustomObjectsApi(api)
+
+    async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
+        try:
+            await self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, PLURAL, ref.name,
+                {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                logger.debug("finalizer update of %s skipped (%s); the next event retries", ref, exc.status)
+                return
+            raise
 
     async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
         try:

@@ -14,7 +14,7 @@ import kopf
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.operator.handlers import operator_settings, register
-from portico.operator.kube import EventRecorder, KubeStatusPatcher, SecretCache, create_api_client
+from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache, create_api_client
 from portico.operator.logs import setup_logging
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings
@@ -30,11 +30,12 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
     api = await create_api_client(settings.kubeconfig)
     job_creator = HttpJobCreator(settings.queue_url, token=settings.queue_token)
     sources = create_sources(settings)
-    status_writer = StatusWriter(KubeStatusPatcher(api), interval=settings.status_interval)
+    writer = JobTriggerWriter(api)
+    status_writer = StatusWriter(writer, interval=settings.status_interval)
     events = EventRecorder(api, host=settings.identity)
     triggers = TriggerRegistry(
         sources=sources, job_creator=job_creator, status_writer=status_writer,
-        events=events, secrets=SecretCache(api), stop_timeout=settings.stop_timeout,
+        events=events, secrets=SecretCache(api), finalizers=writer, stop_timeout=settings.stop_timeout,
     )
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)

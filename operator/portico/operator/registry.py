@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from portico.domain.trigger import TriggerRef
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.resource import (
+    FINALIZER,
     RUN_NOW_ANNOTATION,
     JobTriggerStatus,
     ParsedSpec,
@@ -25,7 +26,7 @@ from portico.operator.resource import (
     SpecError,
     parse_spec,
 )
-from portico.operator.status import StatusWriter
+from portico.operator.status import FinalizerWriter, StatusWriter
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import EventType, TriggerEvents
@@ -139,9 +140,11 @@ class TriggerRegistry:
         status_writer: StatusWriter,
         events: EventSink,
         secrets: SecretCache,
+        finalizers: FinalizerWriter | None = None,
         retry: RetryPolicy | None = None,
         stop_timeout: float = 20.0,
     ) -> None:
+        self.finalizers = finalizers
         self.sources = dict(sources)
         self.source_classes = tuple(type(s) for s in self.sources.values())
         self.job_creator = job_creator
@@ -162,6 +165,27 @@ class TriggerRegistry:
         return [m for m in self._triggers.values() if m.trigger is not None and m.trigger.is_running]
 
     # --- lifecycle -------------------------------------------------------------------------------
+
+    async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """One watch event of a JobTrigger. The finalizer guarantees the trigger is stopped before the
+        object disappears; it is added on first sight and released once the trigger has stopped."""
+        meta = body.get("metadata", {})
+        uid = meta.get("uid", "")
+        if event_type == "DELETED":
+            await self.remove(uid)
+            return
+        resource = Resource.from_body(body)
+        finalizers = list(meta.get("finalizers") or [])
+        version = str(meta.get("resourceVersion", ""))
+        if meta.get("deletionTimestamp"):
+            await self.remove(uid)
+            if FINALIZER in finalizers and self.finalizers is not None:
+                await self.finalizers.set_finalizers(
+                    resource.ref, [f for f in finalizers if f != FINALIZER], version)
+            return
+        if FINALIZER not in finalizers and self.finalizers is not None:
+            await self.finalizers.set_finalizers(resource.ref, [*finalizers, FINALIZER], version)
+        await self.apply(resource)
 
     async def apply(self, resource: Resource, *, force: bool = False) -> None:
         """Make the in-process trigger match the resource. Cheap when nothing relevant changed: a

@@ -18,6 +18,7 @@ VERSION = "v1alpha1"
 KIND = "JobTrigger"
 PLURAL = "jobtriggers"
 RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+FINALIZER = f"{GROUP}/finalizer"
 
 Phase = Literal["Pending", "Running", "Suspended", "Failed"]
 

@@ -31,6 +31,13 @@ class StatusPatcher(ABC):
         """Merge-patch `/status`. Raises `ResourceGoneError` on 404."""
 
 
+class FinalizerWriter(ABC):
+    @abstractmethod
+    async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
+        """Replace `metadata.finalizers`, only if the object is still at `resource_version` (a
+        concurrent change fails the write rather than being overwritten)."""
+
+
 @dataclass
 class _Tracked:
     ref: TriggerRef
