@@ -34,22 +34,30 @@ def emit(metric: str, value: float, **extra: Any) -> None:
 
 def manifest(name: str) -> dict[str, Any]:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "JobTrigger", "metadata": {"name": name},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JobTrigger",
+        "metadata": {"name": name},
         "spec": {"job": {"type": "bench.job"}, "schedule": {"cron": "0 0 1 1 *"}},
     }
 
 
-async def create_all(custom: client.CustomObjectsApi, namespace: str, count: int, concurrency: int = 32) -> None:
+async def create_all(
+    custom: client.CustomObjectsApi, namespace: str, count: int, concurrency: int = 32
+) -> None:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         async with sem:
-            await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest(f"t{i:05d}"))
+            await custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, manifest(f"t{i:05d}")
+            )
 
     await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def wait_all_running(custom: client.CustomObjectsApi, namespace: str, count: int, timeout: float) -> None:
+async def wait_all_running(
+    custom: client.CustomObjectsApi, namespace: str, count: int, timeout: float
+) -> None:
     running: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,8 +68,15 @@ async def wait_all_running(custom: client.CustomObjectsApi, namespace: str, coun
             return
         w = watch.Watch()
         try:
-            async for event in w.stream(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
-                                        resource_version=version, timeout_seconds=30):
+            async for event in w.stream(
+                custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                resource_version=version,
+                timeout_seconds=30,
+            ):
                 obj = event["object"]
                 if (obj.get("status") or {}).get("isRunning"):
                     running.add(obj["metadata"]["name"])
@@ -81,12 +96,19 @@ async def floor_controller(custom: client.CustomObjectsApi, namespace: str, coun
     async def patch(name: str) -> None:
         async with sem:
             await custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": {"isRunning": True, "phase": "Running"}},
-                _content_type="application/merge-patch+json")
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": {"isRunning": True, "phase": "Running"}},
+                _content_type="application/merge-patch+json",
+            )
 
     w = watch.Watch()
-    async for event in w.stream(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
-                                timeout_seconds=300):
+    async for event in w.stream(
+        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=300
+    ):
         name = event["object"]["metadata"]["name"]
         if event["type"] == "ADDED" and name not in patched:
             patched.add(name)
@@ -126,19 +148,48 @@ async def run(cp: ControlPlane, count: int, timeout: float, workdir: Path) -> No
         queue_log = workdir / "queue.log"
         queue = subprocess.Popen(
             [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(workdir / "q.db")],
-            stdout=open(queue_log, "wb"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            stdout=open(queue_log, "wb"),
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
         while not re.search(r"listening on (\S+)", queue_log.read_text()):
             await asyncio.sleep(0.05)
         queue_url = re.search(r"listening on (\S+)", queue_log.read_text()).group(1)  # type: ignore[union-attr]
         op_log = workdir / "operator.log"
         operator = subprocess.Popen(
-            [sys.executable, "-m", "portico", "operator", "--namespace", "bench-operator",
-             "--kubeconfig", str(cp.kubeconfig), "--queue-url", queue_url,
-             "--webhook-host", "127.0.0.1", "--webhook-port", str(free_port()),
-             "--health-host", "127.0.0.1", "--health-port", str(free_port()),
-             "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()),
-             "--log-format", "text", "--log-level", "WARNING", "--no-leader-election"],
-            stdout=open(op_log, "wb"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            [
+                sys.executable,
+                "-m",
+                "portico",
+                "operator",
+                "--namespace",
+                "bench-operator",
+                "--kubeconfig",
+                str(cp.kubeconfig),
+                "--queue-url",
+                queue_url,
+                "--webhook-host",
+                "127.0.0.1",
+                "--webhook-port",
+                str(free_port()),
+                "--health-host",
+                "127.0.0.1",
+                "--health-port",
+                str(free_port()),
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(free_port()),
+                "--log-format",
+                "text",
+                "--log-level",
+                "WARNING",
+                "--no-leader-election",
+            ],
+            stdout=open(op_log, "wb"),
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
         try:
             await asyncio.sleep(3)
             t0 = time.monotonic()
@@ -163,12 +214,34 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=int(os.environ.get("BENCH_TRIGGERS", "1000")))
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp, \
-            ControlPlane(bin_dir=find_binaries(ROOT), data_dir=Path(tmp) / "cp") as cp:
-        subprocess.run([str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.kubeconfig}", "apply", "--server-side",
-                        "-f", str(ROOT / "crds")], check=True, capture_output=True)
-        subprocess.run([str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.kubeconfig}", "wait",
-                        "--for=condition=Established", "crd", "--all"], check=True, capture_output=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp,
+        ControlPlane(bin_dir=find_binaries(ROOT), data_dir=Path(tmp) / "cp") as cp,
+    ):
+        subprocess.run(
+            [
+                str(cp.bin_dir / "kubectl"),
+                f"--kubeconfig={cp.kubeconfig}",
+                "apply",
+                "--server-side",
+                "-f",
+                str(ROOT / "crds"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                str(cp.bin_dir / "kubectl"),
+                f"--kubeconfig={cp.kubeconfig}",
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+            ],
+            check=True,
+            capture_output=True,
+        )
         asyncio.run(run(cp, args.count, args.timeout, Path(tmp)))
     return 0
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from portico.testing.control_plane import ControlPlane, _die_with_parent, free_port
-from tests.conftest import Kubectl
+from tests.conftest import Kubectl, QueueServiceProcess
 
 
 @dataclass
@@ -34,10 +35,14 @@ class Process:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env}, preexec_fn=_die_with_parent,
+            self.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            preexec_fn=_die_with_parent,
         )
         log.close()
         return self
@@ -52,7 +57,9 @@ class Process:
             if m:
                 return m
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.args[:3]} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+                raise AssertionError(
+                    f"{self.args[:3]} exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"{pattern!r} not seen in {timeout}s:\n{self.log()[-4000:]}")
 
@@ -77,36 +84,20 @@ class Process:
 PORTICO = [sys.executable, "-m", "portico"]
 
 
-@dataclass
-class QueueService:
-    process: Process
-    url: str
-
-    def jobs(self, **filters: str) -> list[dict[str, Any]]:
-        """Every job matching the filters, following cursor pagination."""
-        out: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            query = {**filters, "limit": "500", **({"cursor": cursor} if cursor else {})}
-            qs = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in query.items())
-            with urllib.request.urlopen(f"{self.url}/v1/jobs?{qs}", timeout=10) as resp:
-                page = json.loads(resp.read())
-            out.extend(page["jobs"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return out
-
-
-@pytest.fixture
-def queue_service(tmp_path: Path) -> Iterator[QueueService]:
-    """The real reference queue service, as a process with a durable SQLite file."""
-    p = Process([*PORTICO, "queue-service", "--port", "0", "--db", str(tmp_path / "queue.db")],
-                tmp_path / "queue-service.log").start()
-    try:
-        url = p.wait_for_log(r"queue service listening on (\S+)").group(1)
-        yield QueueService(p, url)
-    finally:
-        p.stop()
+def list_jobs(queue_url: str, **filters: str) -> list[dict[str, Any]]:
+    """Every job in the queue service matching the filters, following cursor pagination."""
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**filters, "limit": "500", **({"cursor": cursor} if cursor else {})}
+        with urllib.request.urlopen(
+            f"{queue_url}/v1/jobs?{urllib.parse.urlencode(query)}", timeout=10
+        ) as resp:
+            page = json.loads(resp.read())
+        out.extend(page["jobs"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return out
 
 
 @dataclass
@@ -129,27 +120,55 @@ OperatorFactory = Callable[..., Operator]
 
 @pytest.fixture
 def start_operator(
-    control_plane: ControlPlane, namespace: str, queue_service: QueueService, tmp_path: Path
+    control_plane: ControlPlane, namespace: str, queue_service_process: QueueServiceProcess, tmp_path: Path
 ) -> Iterator[OperatorFactory]:
     """Starts `portico operator` processes watching the test's namespace; all stopped at the end."""
     started: list[Operator] = []
 
-    def start(*extra: str, kubeconfig: Path | None = None, namespaces: tuple[str, ...] | None = None,
-              webhook_port: int | None = None, env: dict[str, str] | None = None) -> Operator:
+    def start(
+        *extra: str,
+        kubeconfig: Path | None = None,
+        namespaces: tuple[str, ...] | None = None,
+        webhook_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Operator:
         op = Operator(
             Process([], tmp_path / f"operator-{len(started)}.log", env=env or {}),
-            webhook_port=webhook_port or free_port(), health_port=free_port(), metrics_port=free_port(),
+            webhook_port=webhook_port or free_port(),
+            health_port=free_port(),
+            metrics_port=free_port(),
         )
-        ns_args = [a for n in (namespaces if namespaces is not None else (namespace,)) for a in ("--namespace", n)]
+        ns_args = [
+            a for n in (namespaces if namespaces is not None else (namespace,)) for a in ("--namespace", n)
+        ]
         op.process.args = [
-            *PORTICO, "operator", *ns_args,
-            "--kubeconfig", str(kubeconfig or control_plane.kubeconfig),
-            "--queue-url", queue_service.url,
-            "--webhook-host", "127.0.0.1", "--webhook-port", str(op.webhook_port),
-            "--health-host", "127.0.0.1", "--health-port", str(op.health_port),
-            "--metrics-host", "127.0.0.1", "--metrics-port", str(op.metrics_port),
-            "--status-interval", "0.5", "--stop-timeout", "10",
-            "--log-format", "text", "--log-level", "INFO",
+            *PORTICO,
+            "operator",
+            *ns_args,
+            "--kubeconfig",
+            str(kubeconfig or control_plane.kubeconfig),
+            "--queue-url",
+            queue_service_process.url,
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(op.webhook_port),
+            "--health-host",
+            "127.0.0.1",
+            "--health-port",
+            str(op.health_port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(op.metrics_port),
+            "--status-interval",
+            "0.5",
+            "--stop-timeout",
+            "10",
+            "--log-format",
+            "text",
+            "--log-level",
+            "INFO",
             *extra,
         ]
         op.process.start()
@@ -167,15 +186,19 @@ def wait_healthy(op: Operator, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         if not op.process.running:
             raise AssertionError(f"operator exited:\n{op.log()[-4000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{op.health_port}/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{op.health_port}/healthz", timeout=2) as resp,
+        ):
+            if resp.status == 200:
+                return
         time.sleep(0.1)
     raise AssertionError(f"operator not healthy in {timeout}s:\n{op.log()[-4000:]}")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, message: str = "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, message: str = ""
+) -> Any:
     """Poll until `predicate()` is truthy; return its value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -196,8 +219,9 @@ def status_of(kubectl: Kubectl, name: str) -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
-def trigger_manifest(name: str, source: dict[str, Any], *, job: dict[str, Any] | None = None,
-                     **spec: Any) -> dict[str, Any]:
+def trigger_manifest(
+    name: str, source: dict[str, Any], *, job: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "triggers.portico.dev/v1alpha1",
         "kind": "JobTrigger",

@@ -24,10 +24,16 @@ FULL_STATUS: dict[str, Any] = {
     "skippedRuns": 2,
     "missedRuns": 1,
     "webhookPath": "/hooks/ns/name",
-    "conditions": [{
-        "type": "Ready", "status": "True", "reason": "Running", "message": "running",
-        "lastTransitionTime": "2026-11-28T08:00:00Z", "observedGeneration": 1,
-    }],
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Running",
+            "message": "running",
+            "lastTransitionTime": "2026-11-28T08:00:00Z",
+            "observedGeneration": 1,
+        }
+    ],
 }
 
 
@@ -37,8 +43,9 @@ def test_everything_the_operator_writes_survives_a_round_trip(kubectl: Kubectl) 
     model_fields = {f.alias for f in JobTriggerStatus.model_fields.values()}
     assert set(FULL_STATUS) == model_fields, "the sample covers every status field"
     kubectl.apply(trigger_manifest("t", {"schedule": {"cron": "0 9 * * *"}}))
-    kubectl("patch", "jt", "t", "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": FULL_STATUS}))
+    kubectl(
+        "patch", "jt", "t", "--subresource=status", "--type=merge", "-p", json.dumps({"status": FULL_STATUS})
+    )
     assert kubectl.json("get", "jt", "t")["status"] == FULL_STATUS
 
 
@@ -51,17 +58,28 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Kubectl) -> None:
     assert spec["schedule"]["timeZone"] == "UTC"
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ({"job": {"type": "x"}}, "exactly one source block must be set"),
-    ({"job": {"type": "x"}, "schedule": {"cron": "0 9 * * *"}, "file": {"path": "/data"}},
-     "exactly one source block must be set"),
-    ({"job": {"type": "x", "priority": 5000}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.priority"),
-    ({"job": {"type": ""}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.type"),
-    ({"schedule": {"cron": "0 9 * * *"}}, "spec.job: Required value"),
-])
-def test_invalid_manifests_are_refused_with_the_reason(kubectl: Kubectl, spec: dict[str, Any], expected: str) -> None:
-    manifest = {"apiVersion": "triggers.portico.dev/v1alpha1", "kind": "JobTrigger",
-                "metadata": {"name": "bad"}, "spec": spec}
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"job": {"type": "x"}}, "exactly one source block must be set"),
+        (
+            {"job": {"type": "x"}, "schedule": {"cron": "0 9 * * *"}, "file": {"path": "/data"}},
+            "exactly one source block must be set",
+        ),
+        ({"job": {"type": "x", "priority": 5000}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.priority"),
+        ({"job": {"type": ""}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.type"),
+        ({"schedule": {"cron": "0 9 * * *"}}, "spec.job: Required value"),
+    ],
+)
+def test_invalid_manifests_are_refused_with_the_reason(
+    kubectl: Kubectl, spec: dict[str, Any], expected: str
+) -> None:
+    manifest = {
+        "apiVersion": "triggers.portico.dev/v1alpha1",
+        "kind": "JobTrigger",
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
     result = kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
     assert result.returncode != 0
     assert expected in result.stderr
@@ -76,7 +94,9 @@ def test_unknown_fields_are_refused_not_silently_dropped(kubectl: Kubectl) -> No
 
 def test_payload_keeps_arbitrary_json(kubectl: Kubectl) -> None:
     payload = {"report": {"type": "daily", "columns": ["a", "b"], "limit": 10, "nested": {"x": None}}}
-    kubectl.apply(trigger_manifest("t", {"schedule": {"cron": "0 9 * * *"}}, job={"type": "r", "payload": payload}))
+    kubectl.apply(
+        trigger_manifest("t", {"schedule": {"cron": "0 9 * * *"}}, job={"type": "r", "payload": payload})
+    )
     assert kubectl.json("get", "jt", "t")["spec"]["job"]["payload"] == payload
 
 

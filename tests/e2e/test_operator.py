@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 from portico.operator.resource import FINALIZER
-from tests.conftest import Kubectl
+from tests.conftest import Kubectl, QueueServiceProcess
 from tests.e2e.conftest import (
     OperatorFactory,
-    QueueService,
+    list_jobs,
     status_of,
     trigger_manifest,
     wait_for,
@@ -22,8 +22,10 @@ FAR_FUTURE = {"schedule": {"cron": "0 0 1 1 *"}}
 
 def running(kubectl: Kubectl, name: str, generation: int | None = None) -> dict[str, Any] | None:
     s = status_of(kubectl, name)
-    if s.get("phase") == "Running" and s.get("isRunning") is True and (
-        generation is None or s.get("observedGeneration") == generation
+    if (
+        s.get("phase") == "Running"
+        and s.get("isRunning") is True
+        and (generation is None or s.get("observedGeneration") == generation)
     ):
         return s
     return None
@@ -47,7 +49,9 @@ def test_create_runs_and_delete_stops(kubectl: Kubectl, start_operator: Operator
     assert FINALIZER in obj["metadata"]["finalizers"]
     assert not any(k.startswith("kopf.zalando.org") for k in obj["metadata"].get("annotations", {}))
     assert "kopf" not in obj.get("status", {})
-    wait_for(lambda: any(e["reason"] == "Started" for e in events_for(kubectl, "daily")), message="Started event")
+    wait_for(
+        lambda: any(e["reason"] == "Started" for e in events_for(kubectl, "daily")), message="Started event"
+    )
 
     kubectl("delete", "jt", "daily", "--wait=true", "--timeout=30s")
     assert kubectl("get", "jt", "daily", check=False).returncode != 0
@@ -77,7 +81,9 @@ def test_suspend_and_resume(kubectl: Kubectl, start_operator: OperatorFactory) -
     kubectl.apply(trigger_manifest("t", FAR_FUTURE))
     wait_for(lambda: running(kubectl, "t"), message="Running")
     kubectl("patch", "jt", "t", "--type=merge", "-p", json.dumps({"spec": {"suspend": True}}))
-    s = wait_for(lambda: (st := status_of(kubectl, "t")).get("phase") == "Suspended" and st, message="Suspended")
+    s = wait_for(
+        lambda: (st := status_of(kubectl, "t")).get("phase") == "Suspended" and st, message="Suspended"
+    )
     assert s["isRunning"] is False
     assert s["conditions"][0]["status"] == "False"
     kubectl("patch", "jt", "t", "--type=merge", "-p", json.dumps({"spec": {"suspend": False}}))
@@ -105,32 +111,47 @@ def test_invalid_cron_fails_with_event_and_others_are_unaffected(
 
 def test_missing_secret_then_created_recovers(kubectl: Kubectl, start_operator: OperatorFactory) -> None:
     start_operator()
-    webhook = {"webhook": {"auth": {"type": "hmac", "preset": "github",
-                                    "secretRef": {"name": "gh", "key": "secret"}}}}
+    webhook = {
+        "webhook": {
+            "auth": {"type": "hmac", "preset": "github", "secretRef": {"name": "gh", "key": "secret"}}
+        }
+    }
     kubectl.apply(trigger_manifest("hook", webhook))
     s = wait_for(lambda: (st := status_of(kubectl, "hook")).get("phase") == "Failed" and st, message="Failed")
     assert s["conditions"][0]["reason"] == "SecretNotFound"
     assert "'gh'" in s["lastError"]
     secret_value = "it-is-a-secret-value"
-    kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gh"},
-                   "data": {"secret": base64.b64encode(secret_value.encode()).decode()}})
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "gh"},
+            "data": {"secret": base64.b64encode(secret_value.encode()).decode()},
+        }
+    )
     s = wait_for(lambda: running(kubectl, "hook"), timeout=15, message="Running after the Secret appeared")
     assert secret_value not in json.dumps(s)
     assert all(secret_value not in e["message"] for e in events_for(kubectl, "hook"))
 
 
 def test_restart_resumes_every_trigger_and_jobs_flow(
-    kubectl: Kubectl, start_operator: OperatorFactory, queue_service: QueueService
+    kubectl: Kubectl, start_operator: OperatorFactory, queue_service_process: QueueServiceProcess
 ) -> None:
     op = start_operator()
     for i in range(3):
         kubectl.apply(trigger_manifest(f"t{i}", FAR_FUTURE))
-    kubectl.apply(trigger_manifest(
-        "every", {"schedule": {"cron": "@every 1s"}},
-        job={"type": "e2e.tick", "queue": "ticks", "priority": 7, "payload": {"k": "v"}}))
+    kubectl.apply(
+        trigger_manifest(
+            "every",
+            {"schedule": {"cron": "@every 1s"}},
+            job={"type": "e2e.tick", "queue": "ticks", "priority": 7, "payload": {"k": "v"}},
+        )
+    )
     for i in range(3):
         wait_for(lambda i=i: running(kubectl, f"t{i}"), message=f"t{i} running")
-    wait_for(lambda: len(queue_service.jobs(queue="ticks")) >= 2, timeout=15, message="ticks")
+    wait_for(
+        lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= 2, timeout=15, message="ticks"
+    )
     assert op.process.stop(signal.SIGTERM) == 0
     assert "operator stopped" in op.log()
     jobs_before = status_of(kubectl, "every")["jobsCreated"]
@@ -139,9 +160,12 @@ def test_restart_resumes_every_trigger_and_jobs_flow(
     start_operator()
     for i in range(3):
         wait_for(lambda i=i: running(kubectl, f"t{i}"), message=f"t{i} running after restart")
-    wait_for(lambda: status_of(kubectl, "every")["jobsCreated"] > jobs_before + 1, timeout=15,
-             message="counter continues after restart")
-    jobs = queue_service.jobs(queue="ticks")
+    wait_for(
+        lambda: status_of(kubectl, "every")["jobsCreated"] > jobs_before + 1,
+        timeout=15,
+        message="counter continues after restart",
+    )
+    jobs = list_jobs(queue_service_process.url, queue="ticks")
     job = jobs[0]
     assert (job["job_type"], job["priority"], job["payload"]) == ("e2e.tick", 7, {"k": "v"})
     keys = [j["idempotency_key"] for j in jobs]

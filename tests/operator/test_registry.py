@@ -33,8 +33,13 @@ class FakeTrigger(JobTrigger):
     def __init__(self, spec: FakeSpec, context: TriggerContext) -> None:
         self.spec = spec
         self.context = context
-        self.emitter = JobEmitter(context.job_creator, ref=context.ref, source="fake",
-                                  template=context.template, events=context.events)
+        self.emitter = JobEmitter(
+            context.job_creator,
+            ref=context.ref,
+            source="fake",
+            template=context.template,
+            events=context.events,
+        )
         self.running = False
         self.stops = 0
         self.secret_value: str | None = None
@@ -96,8 +101,13 @@ class Events(EventSink):
         return [r for _, r, _ in self.events]
 
 
-def resource(generation: int = 1, *, annotations: dict[str, str] | None = None,
-             status: dict[str, Any] | None = None, **fake: Any) -> Resource:
+def resource(
+    generation: int = 1,
+    *,
+    annotations: dict[str, str] | None = None,
+    status: dict[str, Any] | None = None,
+    **fake: Any,
+) -> Resource:
     return Resource(
         ref=TriggerRef(name="t", namespace="ns", uid="uid-1"),
         generation=generation,
@@ -116,8 +126,12 @@ async def env() -> Any:
     events = Events()
     creator = InMemoryJobCreator()
     registry = TriggerRegistry(
-        sources={"fake": source}, job_creator=creator, status_writer=writer, events=events,
-        secrets=SecretCache(None), retry=RetryPolicy(initial=1, maximum=8),
+        sources={"fake": source},
+        job_creator=creator,
+        status_writer=writer,
+        events=events,
+        secrets=SecretCache(None),
+        retry=RetryPolicy(initial=1, maximum=8),
     )
     yield registry, source, patcher, events, creator
     await registry.stop_all()
@@ -180,7 +194,9 @@ async def test_suspend_and_resume(env: Any) -> None:
 @pytest.mark.looptime
 async def test_invalid_spec_fails_without_retry(env: Any) -> None:
     registry, source, patcher, events, _ = env
-    await registry.apply(Resource(TriggerRef("t", "ns", "uid-1"), 1, {"job": {"type": "x"}, "fake": {"bogus": 1}}))
+    await registry.apply(
+        Resource(TriggerRef("t", "ns", "uid-1"), 1, {"job": {"type": "x"}, "fake": {"bogus": 1}})
+    )
     await asyncio.sleep(60)
     assert source.built == []
     assert patcher.status["phase"] == "Failed"
@@ -199,7 +215,7 @@ async def test_no_source_block_is_invalid(env: Any) -> None:
 
 @pytest.mark.looptime
 async def test_start_failure_is_retried_with_backoff_then_fixed_by_spec_change(env: Any) -> None:
-    registry, source, patcher, events, _ = env
+    registry, source, patcher, _events, _ = env
     loop = asyncio.get_running_loop()
     await registry.apply(resource(fail="broker unreachable"))
     await asyncio.sleep(30)
@@ -227,6 +243,7 @@ async def test_missing_secret_recovers_when_secret_appears(env: Any) -> None:
     assert "Secret 'creds' key 'token'" in patcher.status["lastError"]
     assert registry.references_secret("ns", "creds")
     import base64
+
     await registry.secret_changed("ns", "creds", {"token": base64.b64encode(b"s3cret").decode()})
     await settle()
     assert patcher.status["phase"] == "Running"
@@ -250,7 +267,7 @@ async def test_counters_survive_reconfigure_and_restart(env: Any) -> None:
 
 @pytest.mark.looptime
 async def test_jobs_use_template_and_provenance(env: Any) -> None:
-    registry, source, _, _, creator = env
+    registry, source, _, _, _creator = env
     await registry.apply(resource())
     job = await source.built[0].emitter.emit(payload={"k": "v"})
     assert (job.job_type, job.queue_name, job.priority) == ("demo.job", "q", 3)
@@ -286,9 +303,17 @@ class Finalizers(FinalizerWriter):
         self.writes.append((finalizers, resource_version))
 
 
-def body(*, finalizers: list[str] | None = None, deleting: bool = False, version: str = "7") -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "t", "namespace": "ns", "uid": "uid-1", "generation": 1,
-                            "resourceVersion": version, "finalizers": finalizers or []}
+def body(
+    *, finalizers: list[str] | None = None, deleting: bool = False, version: str = "7"
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": "t",
+        "namespace": "ns",
+        "uid": "uid-1",
+        "generation": 1,
+        "resourceVersion": version,
+        "finalizers": finalizers or [],
+    }
     if deleting:
         meta["deletionTimestamp"] = "2026-11-28T10:00:00Z"
     return {"metadata": meta, "spec": {"job": {"type": "x"}, "fake": {}}}

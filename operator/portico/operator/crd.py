@@ -23,6 +23,10 @@ from portico.operator.resource import (
 )
 from portico.ports.trigger_source import TriggerSource
 
+RESOURCE_DESCRIPTION = (
+    "A JobTrigger enqueues a background job in the job-queue service whenever its event source fires: "
+    "a schedule, a webhook call, a file, a RabbitMQ message or a database row."
+)
 _DROP = {"title", "additionalProperties", "$defs", "propertyNames"}
 _SCALAR_DEFAULTS = (str, int, float, bool)
 
@@ -54,9 +58,7 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str) -> dic
         if key in _DROP:
             continue
         if key == "properties":
-            out["properties"] = {
-                name: _convert(prop, defs, f"{path}.{name}") for name, prop in value.items()
-            }
+            out["properties"] = {name: _convert(prop, defs, f"{path}.{name}") for name, prop in value.items()}
         elif key == "items":
             out["items"] = _convert(value, defs, f"{path}[]")
         elif key == "exclusiveMinimum":
@@ -101,10 +103,12 @@ def build_crd(sources: Sequence[type[TriggerSource[Any]]]) -> dict[str, Any]:
         *spec.get("x-kubernetes-validations", []),
     ]
     status = structural(JobTriggerStatus)
-    status["properties"]["conditions"].update({
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-    })
+    status["properties"]["conditions"].update(
+        {
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        }
+    )
     missing = _check_descriptions(spec, "spec") + _check_descriptions(status, "status")
     if missing:
         raise SchemaError("fields without a description: " + ", ".join(missing))
@@ -126,40 +130,64 @@ def build_crd(sources: Sequence[type[TriggerSource[Any]]]) -> dict[str, Any]:
                 "categories": ["portico"],
             },
             "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Source", "type": "string", "jsonPath": ".status.source",
-                     "description": "Which event source the trigger uses."},
-                    {"name": "Running", "type": "boolean", "jsonPath": ".status.isRunning",
-                     "description": "Whether the trigger can create jobs now."},
-                    {"name": "Jobs", "type": "integer", "jsonPath": ".status.jobsCreated",
-                     "description": "Jobs created."},
-                    {"name": "Last Job", "type": "date", "jsonPath": ".status.lastJobTime",
-                     "description": "When the last job was created."},
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
-                     "description": "Pending, Running, Suspended or Failed."},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": (
-                        "A JobTrigger enqueues a background job in the job-queue service whenever its event "
-                        "source fires: a schedule, a webhook call, a file, a RabbitMQ message or a database row."
-                    ),
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string", "description": "API version of this object."},
-                        "kind": {"type": "string", "description": "Kind of this object."},
-                        "metadata": {"type": "object"},
-                        "spec": spec,
-                        "status": status,
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {
+                            "name": "Source",
+                            "type": "string",
+                            "jsonPath": ".status.source",
+                            "description": "Which event source the trigger uses.",
+                        },
+                        {
+                            "name": "Running",
+                            "type": "boolean",
+                            "jsonPath": ".status.isRunning",
+                            "description": "Whether the trigger can create jobs now.",
+                        },
+                        {
+                            "name": "Jobs",
+                            "type": "integer",
+                            "jsonPath": ".status.jobsCreated",
+                            "description": "Jobs created.",
+                        },
+                        {
+                            "name": "Last Job",
+                            "type": "date",
+                            "jsonPath": ".status.lastJobTime",
+                            "description": "When the last job was created.",
+                        },
+                        {
+                            "name": "Phase",
+                            "type": "string",
+                            "jsonPath": ".status.phase",
+                            "description": "Pending, Running, Suspended or Failed.",
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": RESOURCE_DESCRIPTION,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "API version of this object.",
+                                },
+                                "kind": {"type": "string", "description": "Kind of this object."},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
                     },
-                }},
-            }],
+                }
+            ],
         },
     }
 

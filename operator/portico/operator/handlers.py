@@ -36,15 +36,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
         triggers: TriggerRegistry = memo.triggers
         await triggers.observe(event.get("type"), body)
 
-    def is_referenced(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> bool:
+    def is_referenced(namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
         triggers: TriggerRegistry = memo.triggers
-        return triggers.references_secret(namespace, name)
+        return triggers.references_secret(namespace or "", name)
 
     @kopf.on.event("", "v1", "secrets", when=is_referenced, registry=registry)
-    async def secret_changed(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    async def secret_changed(
+        event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
+    ) -> None:
         triggers: TriggerRegistry = memo.triggers
-        data = None if event.get("type") == "DELETED" else (event["object"].get("data") or {})
-        await triggers.secret_changed(namespace, name, data)
+        obj: dict[str, Any] = dict(event["object"])
+        data = None if event.get("type") == "DELETED" else (obj.get("data") or {})
+        await triggers.secret_changed(namespace or "", name, data)
 
     @kopf.on.probe(id="triggers", registry=registry)
     def probe(memo: kopf.Memo, **_: Any) -> int:

@@ -29,7 +29,7 @@ REPORTING_COMPONENT = "portico-operator"
 async def create_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     configuration.connection_pool_maxsize = 32
@@ -38,12 +38,16 @@ async def create_api_client(kubeconfig: str | None = None) -> client.ApiClient:
 
 class JobTriggerWriter(StatusPatcher, FinalizerWriter):
     def __init__(self, api: client.ApiClient) -> None:
-        self.custom = client.CustomObjectsApi(api)
+        self.custom: Any = client.CustomObjectsApi(api)
 
     async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
         try:
             await self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name,
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
                 {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
                 _content_type="application/merge-patch+json",
             )
@@ -56,7 +60,12 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
     async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
         try:
             await self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": patch},
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                {"status": patch},
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
@@ -85,10 +94,15 @@ class EventRecorder(EventSink):
     """
 
     def __init__(
-        self, api: client.ApiClient, *, burst: int = 10, refill_seconds: float = 10.0,
-        dedupe_seconds: float = 300.0, host: str = "",
+        self,
+        api: client.ApiClient,
+        *,
+        burst: int = 10,
+        refill_seconds: float = 10.0,
+        dedupe_seconds: float = 300.0,
+        host: str = "",
     ) -> None:
-        self.core = client.CoreV1Api(api)
+        self.core: Any = client.CoreV1Api(api)
         self.burst = burst
         self.refill_seconds = refill_seconds
         self.dedupe_seconds = dedupe_seconds
@@ -126,11 +140,12 @@ class EventRecorder(EventSink):
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="event-recorder")
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, drain_seconds: float = 5.0) -> None:
+        """Post what is queued (for at most `drain_seconds`), then stop."""
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self._queue.join(), drain_seconds)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -156,7 +171,8 @@ class EventRecorder(EventSink):
             self._recent[key] = (recent[0], name, count + 1)
             with contextlib.suppress(ApiException):
                 await self.core.patch_namespaced_event(
-                    name, ref.namespace, {"count": count + 1, "lastTimestamp": now.isoformat()})
+                    name, ref.namespace, {"count": count + 1, "lastTimestamp": now.isoformat()}
+                )
                 self.posted += 1
                 return
         name = f"{ref.name}.{uuid.uuid4().hex[:12]}"
@@ -165,8 +181,11 @@ class EventRecorder(EventSink):
             "kind": "Event",
             "metadata": {"name": name, "namespace": ref.namespace},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-                "name": ref.name, "namespace": ref.namespace, "uid": ref.uid,
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
             },
             "type": type,
             "reason": reason,
@@ -194,7 +213,7 @@ class SecretCache:
     """
 
     def __init__(self, api: client.ApiClient | None) -> None:
-        self.core = client.CoreV1Api(api) if api is not None else None
+        self.core: Any = client.CoreV1Api(api) if api is not None else None
         self._data: dict[tuple[str, str], dict[str, str] | None] = {}
 
     async def load(self, namespace: str, name: str) -> None:

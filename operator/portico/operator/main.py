@@ -34,8 +34,13 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
     status_writer = StatusWriter(writer, interval=settings.status_interval)
     events = EventRecorder(api, host=settings.identity)
     triggers = TriggerRegistry(
-        sources=sources, job_creator=job_creator, status_writer=status_writer,
-        events=events, secrets=SecretCache(api), finalizers=writer, stop_timeout=settings.stop_timeout,
+        sources=sources,
+        job_creator=job_creator,
+        status_writer=status_writer,
+        events=events,
+        secrets=SecretCache(api),
+        finalizers=writer,
+        stop_timeout=settings.stop_timeout,
     )
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
@@ -46,8 +51,10 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             opened.append(source)
         await status_writer.start()
         await events.start()
-        logger.info("operator starting", extra={
-            "namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity})
+        logger.info(
+            "operator starting",
+            extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},
+        )
         await kopf.operator(
             registry=kopf_registry,
             settings=operator_settings(),

@@ -181,7 +181,8 @@ class TriggerRegistry:
             await self.remove(uid)
             if FINALIZER in finalizers and self.finalizers is not None:
                 await self.finalizers.set_finalizers(
-                    resource.ref, [f for f in finalizers if f != FINALIZER], version)
+                    resource.ref, [f for f in finalizers if f != FINALIZER], version
+                )
             return
         if FINALIZER not in finalizers and self.finalizers is not None:
             await self.finalizers.set_finalizers(resource.ref, [*finalizers, FINALIZER], version)
@@ -197,8 +198,9 @@ class TriggerRegistry:
             managed.base_jobs = int(resource.status.get("jobsCreated") or 0)
             managed.base_errors = int(resource.status.get("errors") or 0)
             managed.errors = 0
-            self.status_writer.track(uid, resource.ref, lambda: self.snapshot(managed),
-                                     written=dict(resource.status))
+            self.status_writer.track(
+                uid, resource.ref, lambda: self.snapshot(managed), written=dict(resource.status)
+            )
         async with managed.lock:
             if uid not in self._triggers:
                 return
@@ -266,7 +268,9 @@ class TriggerRegistry:
         if parsed.suspend:
             was_running = managed.trigger is not None
             await self._stop_current(managed)
-            self._set_phase(managed, "Suspended", "Suspended", "spec.suspend is true: the trigger is stopped.")
+            self._set_phase(
+                managed, "Suspended", "Suspended", "spec.suspend is true: the trigger is stopped."
+            )
             if was_running:
                 self._event(managed, "Normal", "Suspended", "Trigger stopped: spec.suspend is true.")
             return
@@ -304,8 +308,12 @@ class TriggerRegistry:
         except Exception as exc:
             logger.exception("unexpected error starting %s", resource.ref)
             await self._stop_current(managed)
-            self._fail(managed, "StartFailed", f"Could not start the trigger: {type(exc).__name__}: {exc}",
-                       retry=True)
+            self._fail(
+                managed,
+                "StartFailed",
+                f"Could not start the trigger: {type(exc).__name__}: {exc}",
+                retry=True,
+            )
             return
         managed.attempt = 0
         managed.error = None
@@ -345,7 +353,9 @@ class TriggerRegistry:
         if retry:
             managed.attempt += 1
             delay = self.retry_policy.delay(managed.attempt)
-            managed.retry = asyncio.create_task(self._retry_later(managed, delay), name=f"retry {managed.ref}")
+            managed.retry = asyncio.create_task(
+                self._retry_later(managed, delay), name=f"retry {managed.ref}"
+            )
             message_with_retry = f"{message} (retrying in {delay:.0f}s)"
         else:
             message_with_retry = message
@@ -380,8 +390,12 @@ class TriggerRegistry:
         managed.run_now_seen = token
         run_now = getattr(managed.trigger, "run_now", None)
         if run_now is None:
-            self._event(managed, "Warning", "RunNowUnsupported",
-                        f"{RUN_NOW_ANNOTATION} is only supported by running schedule triggers.")
+            self._event(
+                managed,
+                "Warning",
+                "RunNowUnsupported",
+                f"{RUN_NOW_ANNOTATION} is only supported by running schedule triggers.",
+            )
             return
         try:
             job = await run_now(token)
@@ -398,8 +412,11 @@ class TriggerRegistry:
         health = trigger.get_health() if trigger is not None else managed.last_health
         running = bool(trigger is not None and trigger.is_running)
         jobs = managed.base_jobs + (health.jobs_created_count if trigger is not None and health else 0)
-        errors = managed.base_errors + managed.errors + (
-            health.errors_count if trigger is not None and health else 0)
+        errors = (
+            managed.base_errors
+            + managed.errors
+            + (health.errors_count if trigger is not None and health else 0)
+        )
         previous = managed.resource.status
         status: dict[str, Any] = {
             "phase": managed.phase,
@@ -425,13 +442,14 @@ class TriggerRegistry:
         if managed.ready != (ready, reason):
             managed.ready = (ready, reason)
             managed.transition = max(managed.transition, datetime.now(UTC))
-        status["conditions"] = [{
-            "type": "Ready",
-            "status": ready,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": rfc3339(managed.transition),
-            "observedGeneration": managed.applied_generation,
-        }]
+        status["conditions"] = [
+            {
+                "type": "Ready",
+                "status": ready,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": rfc3339(managed.transition),
+                "observedGeneration": managed.applied_generation,
+            }
+        ]
         return {k: v for k, v in status.items() if v is not None or k == "lastError"}
-

@@ -42,14 +42,20 @@ class JobTriggerStatus(SpecModel):
         default=None,
         description="Pending (not started yet), Running, Suspended (spec.suspend) or Failed (see lastError).",
     )
-    is_running: bool | None = Field(default=None, description="True exactly while the trigger can create jobs.")
-    source: str | None = Field(default=None, description="Which source block is set (schedule, webhook, ...).")
+    is_running: bool | None = Field(
+        default=None, description="True exactly while the trigger can create jobs."
+    )
+    source: str | None = Field(
+        default=None, description="Which source block is set (schedule, webhook, ...)."
+    )
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation of the spec this status describes."
     )
     jobs_created: int | None = Field(default=None, description="Jobs created since the trigger was created.")
     errors: int | None = Field(default=None, description="Errors since the trigger was created.")
-    last_job_id: str | None = Field(default=None, description="ID of the last job created in the queue service.")
+    last_job_id: str | None = Field(
+        default=None, description="ID of the last job created in the queue service."
+    )
     last_job_time: datetime | None = Field(default=None, description="When the last job was created.")
     last_error: str | None = Field(
         default=None, description="The last error, in words a user can act on (never contains secrets)."
@@ -96,14 +102,24 @@ SOURCE_ORDER = ("schedule", "webhook", "file", "amqp", "databasePoll")
 def spec_model(sources: tuple[type[TriggerSource[Any]], ...]) -> type[BaseModel]:
     """`JobTriggerSpec`, assembled from the sources' own models: one optional block per source."""
     fields: dict[str, Any] = {
-        "suspend": (bool, Field(default=False, description=(
-            "Stop the trigger without deleting it. Runs missed while suspended are not caught up."))),
+        "suspend": (
+            bool,
+            Field(
+                default=False,
+                description=(
+                    "Stop the trigger without deleting it. Runs missed while suspended are not caught up."
+                ),
+            ),
+        ),
         "job": (JobTemplate, Field(description="Template of every job this trigger creates.")),
     }
     for src in sources:
         doc = (src.spec_model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        fields[src.name] = (src.spec_model | None, Field(default=None, description=doc or f"{src.name} source."))
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        fields[src.name] = (
+            src.spec_model | None,
+            Field(default=None, description=doc or f"{src.name} source."),
+        )
+    model: type[BaseModel] = create_model(
         "JobTriggerSpec", __base__=SpecModel, **fields
     )
     model.__doc__ = "Desired state of a JobTrigger: the job template and exactly one event source."

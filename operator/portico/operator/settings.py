@@ -26,7 +26,9 @@ class OperatorSettings:
     def from_args(cls, args: argparse.Namespace) -> "OperatorSettings":
         queue_url = args.queue_url or os.environ.get("PORTICO_QUEUE_URL")
         if not queue_url:
-            raise SystemExit("portico operator: the queue service URL is required (--queue-url or PORTICO_QUEUE_URL)")
+            raise SystemExit(
+                "portico operator: the queue service URL is required (--queue-url or PORTICO_QUEUE_URL)"
+            )
         token_file = args.queue_token_file or os.environ.get("PORTICO_QUEUE_TOKEN_FILE")
         token = None
         if token_file:

@@ -65,7 +65,9 @@ class StatusWriter:
     def _now() -> float:
         return asyncio.get_running_loop().time()
 
-    def track(self, uid: str, ref: TriggerRef, snapshot: Snapshot, *, written: dict[str, Any] | None = None) -> None:
+    def track(
+        self, uid: str, ref: TriggerRef, snapshot: Snapshot, *, written: dict[str, Any] | None = None
+    ) -> None:
         """Start tracking (or replace the snapshot of) a resource. `written` is the status it has now,
         so unchanged fields are not re-sent after an operator restart."""
         existing = self._tracked.get(uid)

@@ -23,8 +23,9 @@ STATE = ROOT / ".local"
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
 
 
 def _wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
@@ -49,8 +50,11 @@ def _port_or_free(port: int) -> int:
 
 
 def _cluster_reachable(kubectl: Path, kubeconfig: str) -> bool:
-    result = subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "version", "--request-timeout=5s"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "version", "--request-timeout=5s"],
+        capture_output=True,
+        text=True,
+    )
     return result.returncode == 0
 
 
@@ -78,20 +82,43 @@ def main() -> int:
         k("wait", "--for=condition=Established", "--timeout=60s", "crd/jobtriggers.triggers.portico.dev")
 
         queue_log = STATE / "queue-service.log"
-        queue = _spawn([sys.executable, "-m", "portico", "queue-service", "--port", "0",
-                        "--db", str(STATE / "queue.db")], queue_log)
+        queue = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "portico",
+                "queue-service",
+                "--port",
+                "0",
+                "--db",
+                str(STATE / "queue.db"),
+            ],
+            queue_log,
+        )
         processes.append(queue)
         queue_url = _wait_for_line(queue_log, r"queue service listening on (\S+)", queue)
 
         webhook_port = _port_or_free(int(os.environ.get("PORTICO_WEBHOOK_PORT", "8080")))
         operator_log = STATE / "operator.log"
-        operator = _spawn([
-            sys.executable, "-m", "portico", "operator", f"--kubeconfig={kubeconfig}",
-            f"--queue-url={queue_url}", "--webhook-host=127.0.0.1", f"--webhook-port={webhook_port}",
-            "--health-host=127.0.0.1", f"--health-port={free_port()}",
-            "--metrics-host=127.0.0.1", f"--metrics-port={free_port()}",
-            "--log-format=text", "--no-leader-election",
-        ], operator_log)
+        operator = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "portico",
+                "operator",
+                f"--kubeconfig={kubeconfig}",
+                f"--queue-url={queue_url}",
+                "--webhook-host=127.0.0.1",
+                f"--webhook-port={webhook_port}",
+                "--health-host=127.0.0.1",
+                f"--health-port={free_port()}",
+                "--metrics-host=127.0.0.1",
+                f"--metrics-port={free_port()}",
+                "--log-format=text",
+                "--no-leader-election",
+            ],
+            operator_log,
+        )
         processes.append(operator)
         time.sleep(2)
         if operator.poll() is not None:
@@ -101,7 +128,8 @@ def main() -> int:
         if any(examples.glob("*.yaml")):
             k("apply", "-f", str(examples))
 
-        print(f"""
+        print(
+            f"""
 Portico is running.
   kubeconfig:     {kubeconfig}
   queue service:  {queue_url}   (jobs: curl {queue_url}/v1/jobs)
@@ -110,7 +138,9 @@ Portico is running.
 
   kubectl --kubeconfig {kubeconfig} get jobtriggers -A
 
-Press Ctrl-C to stop everything.""", flush=True)
+Press Ctrl-C to stop everything.""",
+            flush=True,
+        )
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
