@@ -36,12 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("operator", help="run the operator that turns JobTriggers into running triggers")
     op.add_argument(
-        "-n", "--namespace", action="append", default=[], dest="namespaces",
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
         help="watch only this namespace (repeatable); default: cluster-wide",
     )
     op.add_argument("--queue-url", default=None, help="queue service base URL (env PORTICO_QUEUE_URL)")
     op.add_argument(
-        "--queue-token-file", default=None,
+        "--queue-token-file",
+        default=None,
         help="file holding the queue service bearer token (env PORTICO_QUEUE_TOKEN_FILE)",
     )
     op.add_argument("--webhook-host", default="0.0.0.0", help="address of the webhook server")
@@ -51,16 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--metrics-host", default="0.0.0.0", help="address of the Prometheus metrics server")
     op.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus metrics server")
     op.add_argument(
-        "--status-interval", type=float, default=1.0,
+        "--status-interval",
+        type=float,
+        default=1.0,
         help="seconds between status patches of one trigger (coalescing)",
     )
     op.add_argument("--stop-timeout", type=float, default=20.0, help="seconds allowed for a graceful stop")
-    op.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (env PORTICO_LOG_FORMAT)")
+    op.add_argument(
+        "--log-format", choices=["json", "text"], default=None, help="log format (env PORTICO_LOG_FORMAT)"
+    )
     op.add_argument("--log-level", default="INFO", help="log level")
     op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)")
-    op.add_argument("--id", default=None, help="identity of this replica for leader election (default: hostname)")
     op.add_argument(
-        "--leader-election", action=argparse.BooleanOptionalAction, default=True,
+        "--id", default=None, help="identity of this replica for leader election (default: hostname)"
+    )
+    op.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="run single-active sources only on the lease holder",
     )
     op.set_defaults(func=_operator)
@@ -76,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     va = sub.add_parser("validate", help="validate JobTrigger manifests offline (for CI and GitOps)")
     va.add_argument(
-        "-f", "--filename", action="append", required=True,
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
         help="manifest file or directory (repeatable; '-' for stdin)",
     )
     va.set_defaults(func=_validate)

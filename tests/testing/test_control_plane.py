@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from portico.testing.control_plane import ControlPlane
-
 from tests.conftest import Kubectl
 
 MINIMAL_TRIGGER = {
@@ -57,17 +56,23 @@ def test_service_account_without_rbac_is_refused(
     assert exc.value.code == 403
 
     # Granting exactly that permission makes the same request succeed.
-    kubectl.apply({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "read-secrets"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
-    })
-    kubectl.apply({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "read-secrets"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
-    })
+    kubectl.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "read-secrets"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+        }
+    )
+    kubectl.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "read-secrets"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
+        }
+    )
     assert as_sa("get", "secrets").returncode == 0
 
 
@@ -104,7 +109,9 @@ def test_stop_leaves_no_process_behind(control_plane_bin: Path, tmp_path: Path) 
 
 def test_failed_start_leaves_no_process_behind(control_plane_bin: Path, tmp_path: Path) -> None:
     cp = ControlPlane(
-        bin_dir=control_plane_bin, data_dir=tmp_path / "cp", ready_timeout=30,
+        bin_dir=control_plane_bin,
+        data_dir=tmp_path / "cp",
+        ready_timeout=30,
         extra_apiserver_args=["--this-flag-does-not-exist"],
     )
     with pytest.raises(RuntimeError, match="kube-apiserver exited"):

@@ -141,11 +141,16 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "portico", "cluster": {
-                "server": self.server, "certificate-authority": str(self.ca_file)}}],
+            "clusters": [
+                {
+                    "name": "portico",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
             "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "portico", "context": {
-                "cluster": "portico", "user": user, "namespace": namespace}}],
+            "contexts": [
+                {"name": "portico", "context": {"cluster": "portico", "user": user, "namespace": namespace}}
+            ],
             "current-context": "portico",
         }
         path.write_text(json.dumps(config, indent=2))
@@ -172,23 +177,33 @@ class ControlPlane:
         the TokenRequest API, since no controller mints token Secrets here."""
         self.ensure_namespace(namespace)
         with contextlib.suppress(urllib.error.HTTPError):
-            self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+            self.request(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+            )
         token_request = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
             "spec": {"expirationSeconds": expiration_seconds},
         }
         result = self.request(
-            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", token_request)
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", token_request
+        )
         return self.write_kubeconfig(
-            path, user=f"system:serviceaccount:{namespace}:{name}",
-            token=result["status"]["token"], namespace=namespace)
+            path,
+            user=f"system:serviceaccount:{namespace}:{name}",
+            token=result["status"]["token"],
+            namespace=namespace,
+        )
 
     def ensure_namespace(self, name: str) -> None:
         try:
-            self.request("POST", "/api/v1/namespaces",
-                         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            self.request(
+                "POST",
+                "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            )
         except urllib.error.HTTPError as exc:
             if exc.code != 409:
                 raise
@@ -206,8 +221,11 @@ class ControlPlane:
         self._logs.append(log)
         proc = subprocess.Popen(
             [str(self.bin_dir / name), *args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.processes[name] = proc
         return proc
@@ -222,17 +240,28 @@ class ControlPlane:
     def _start_etcd(self) -> None:
         assert self.data_dir is not None
         self.etcd_port, peer_port = free_port(), free_port()
-        self._spawn("etcd", [
-            "--name", "portico",
-            "--data-dir", str(self.data_dir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"portico=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync",
-            "--log-level", "warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                "--name",
+                "portico",
+                "--data-dir",
+                str(self.data_dir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"portico=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
 
     def _start_apiserver(self) -> None:
         if not self.api_port:
@@ -240,27 +269,30 @@ class ControlPlane:
         tokens = self.pki_dir / "tokens.csv"
         tokens.write_text(f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         tokens.chmod(0o600)
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}",
-            f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
-            f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
-            f"--client-ca-file={self.ca_file}",
-            f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC",
-            f"--service-account-key-file={self.pki_dir / 'sa.pub'}",
-            f"--service-account-signing-key-file={self.pki_dir / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--api-audiences=https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--disable-admission-plugins=ServiceAccount",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-            *self.extra_apiserver_args,
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
+                f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
+                f"--client-ca-file={self.ca_file}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=RBAC",
+                f"--service-account-key-file={self.pki_dir / 'sa.pub'}",
+                f"--service-account-signing-key-file={self.pki_dir / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--api-audiences=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+                *self.extra_apiserver_args,
+            ],
+        )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -269,7 +301,8 @@ class ControlPlane:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"{name} exited with {proc.returncode} during start:\n{self.log_tail(name)}")
+                        f"{name} exited with {proc.returncode} during start:\n{self.log_tail(name)}"
+                    )
             try:
                 req = urllib.request.Request(self.server + "/readyz")
                 req.add_header("Authorization", f"Bearer {self.admin_token}")
@@ -279,8 +312,9 @@ class ControlPlane:
             except (OSError, urllib.error.URLError) as exc:
                 last = str(exc)
             time.sleep(0.1)
-        raise TimeoutError(f"kube-apiserver not ready in {self.ready_timeout}s ({last}):\n"
-                           f"{self.log_tail('kube-apiserver')}")
+        raise TimeoutError(
+            f"kube-apiserver not ready in {self.ready_timeout}s ({last}):\n{self.log_tail('kube-apiserver')}"
+        )
 
     def _wait_default_namespace(self) -> None:
         """The `default` namespace is created asynchronously after /readyz reports ok."""
@@ -303,38 +337,64 @@ class ControlPlane:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portico-test-ca")])
         ca_cert = (
-            x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-            .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .sign(ca_key, hashes.SHA256())
         )
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.DNSName("kubernetes"),
-                x509.DNSName("kubernetes.default.svc"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-            ]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
         def pem_key(k: Any) -> bytes:
-            return bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+            return bytes(
+                k.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
 
         files = {
             "ca.crt": ca_cert.public_bytes(serialization.Encoding.PEM),
@@ -342,7 +402,8 @@ class ControlPlane:
             "apiserver.key": pem_key(key),
             "sa.key": pem_key(sa_key),
             "sa.pub": sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
         }
         for name, content in files.items():
             (self.pki_dir / name).write_bytes(content)
