@@ -380,7 +380,8 @@ async def test_unknown_job_is_404(http: aiohttp.ClientSession, service: RunningQ
         ("/v1/jobs?limit=many", "limit"),
         ("/v1/jobs?status=lost", "status"),
         ("/v1/jobs?cursor=bm9wZQ", "cursor"),
-        ("/v1/jobs?cursor=%25%25", "cursor"),
+        ("/v1/jobs?cursor=", "cursor"),
+        ("/v1/jobs?cursor=-1", "cursor"),
     ],
 )
 async def test_bad_list_parameters_are_400(

@@ -126,7 +126,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "worker": {"type": "string", "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
+            "worker": {"type": "string", "nullable": True, "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
             "lease_seconds": {
                 "type": "number",
                 "minimum": v.LEASE_SECONDS_RANGE[0],
@@ -147,6 +147,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "lease_id": {
                 "type": "string",
+                "nullable": True,
                 "minLength": 1,
                 "maxLength": v.MAX_TEXT_LENGTH,
                 "description": "When given, must be the job's current lease (409 otherwise).",
@@ -157,8 +158,8 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "lease_id": {"type": "string", "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
-            "error": {"type": "string", "maxLength": v.MAX_ERROR_LENGTH},
+            "lease_id": {"type": "string", "nullable": True, "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
+            "error": {"type": "string", "nullable": True, "maxLength": v.MAX_ERROR_LENGTH},
             "retry": {
                 "type": "boolean",
                 "default": True,
@@ -279,7 +280,7 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                         "name": "cursor",
                         "in": "query",
                         "description": "The `next_cursor` of the previous page.",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": v.CURSOR_PATTERN},
                     },
                 ],
                 operation_id="listJobs",
