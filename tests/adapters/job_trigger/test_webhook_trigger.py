@@ -641,18 +641,18 @@ def test_payload_mode_needs_a_job_type_source(jobs: InMemoryJobCreator) -> None:
 async def test_stop_releases_the_path_and_lets_requests_in_flight_finish(
     server: WebhookServer, http: aiohttp.ClientSession
 ) -> None:
-    gate = asyncio.Event()
+    entered, gate = asyncio.Event(), asyncio.Event()
 
     class SlowJobCreator(InMemoryJobCreator):
         async def create_job(self, job_type: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> Job:
+            entered.set()
             await gate.wait()
             return await super().create_job(job_type, payload, *args, **kwargs)
 
     slow = SlowJobCreator()
     trigger = await serve(server, slow)
     in_flight = asyncio.create_task(post(http, trigger.url, {"job_type": "x"}))
-    while not trigger._inflight:
-        await asyncio.sleep(0.01)
+    await entered.wait()
     stopping = asyncio.create_task(trigger.stop())
     await asyncio.sleep(0.05)
     assert server.owner_of(trigger.path) is None

@@ -1,0 +1,148 @@
+"""Webhook deliveries into the real reference queue service through `HttpJobCreator`: a service that is
+down gets the sender a 503 and stores nothing; the sender's retry of the same delivery, once the service
+is back, creates exactly one job — also when the first attempt was stored but answered too late."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from portico.adapters.job_creator.http import HttpJobCreator
+from portico.adapters.job_trigger.webhook_server import WebhookServer
+from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
+from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
+from portico.ports.job_creator import Job, JobCreator
+from portico.ports.trigger_source import StaticSecrets
+
+SECRET = "queue-test-secret"
+RESPONSE_TIMEOUT = 1.0
+
+
+class AnswersLate(JobCreator):
+    """The queue service stores the job, but its answer arrives after the webhook's response timeout (a
+    slow network on the way back)."""
+
+    def __init__(self, inner: JobCreator, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.stored: list[str] = []
+
+    async def create_job(self, job_type: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> Job:
+        job = await self.inner.create_job(job_type, payload, *args, **kwargs)
+        self.stored.append(job.id)
+        await asyncio.sleep(self.delay)
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self.inner.get_job(job_id)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[WebhookServer]:
+    webhook_server = WebhookServer("127.0.0.1", 0)
+    await webhook_server.start()
+    yield webhook_server
+    await webhook_server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def github_trigger(server: WebhookServer, job_creator: JobCreator) -> WebhookTrigger:
+    trigger = WebhookTrigger(
+        job_creator,
+        WebhookConfig(
+            prefix="/hooks/ci/push",
+            mode="payload",
+            auth=WebhookAuthSpec(type="hmac", preset="github", secret_ref=SecretRef(name="gh", key="secret")),
+            response_timeout_seconds=RESPONSE_TIMEOUT,
+        ),
+        ref=TriggerRef(name="push", namespace="ci", uid="5f1c-uid"),
+        template=JobTemplate(type="ci.build", queue="builds"),
+        secrets=StaticSecrets({("gh", "secret"): SECRET}),
+        server=server,
+    )
+    await trigger.start()
+    return trigger
+
+
+async def deliver(http: aiohttp.ClientSession, url: str, delivery: str) -> tuple[int, dict[str, Any], Any]:
+    """One GitHub delivery, signed as GitHub does; a redelivery sends the very same request."""
+    body = json.dumps({"ref": "refs/heads/main", "after": "9fceb02"}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
+    }
+    async with http.post(url, data=body, headers=headers) as response:
+        return response.status, await response.json(), response.headers
+
+
+async def test_queue_down_is_503_and_the_retried_delivery_creates_exactly_one_job(
+    restartable_queue_service: Any, server: WebhookServer, http: aiohttp.ClientSession
+) -> None:
+    queue = restartable_queue_service
+    async with HttpJobCreator(queue.url, backoff_max=0.2) as creator:
+        trigger = await github_trigger(server, creator)
+        await queue.stop()
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, answer, headers = await deliver(http, trigger.url, "d-0001")
+        assert status == 503
+        assert int(headers["Retry-After"]) > 0
+        assert loop.time() - started < RESPONSE_TIMEOUT + 2
+        assert "job_id" not in answer
+
+        await queue.start()
+        assert await queue.list_jobs() == []
+        status, first, _ = await deliver(http, trigger.url, "d-0001")
+        assert status == 202
+        status, again, _ = await deliver(http, trigger.url, "d-0001")
+        assert (status, again) == (202, first)
+
+        stored = await queue.list_jobs()
+        assert [job.id for job in stored] == [first["job_id"]]
+        job = stored[0]
+        assert (job.job_type, job.queue_name, job.idempotency_key) == (
+            "ci.build",
+            "builds",
+            "5f1c-uid:d-0001",
+        )
+        assert job.payload == {"ref": "refs/heads/main", "after": "9fceb02"}
+        assert job.metadata["webhook.event"] == "push"
+        assert job.metadata["trigger.uid"] == "5f1c-uid"
+        health = trigger.get_health()
+        assert health.errors_count == 1
+        assert health.source_status["webhookRequests"] == {"202": 2, "503": 1}
+        await trigger.stop()
+
+
+async def test_a_late_answer_is_503_but_the_redelivery_finds_the_stored_job(
+    restartable_queue_service: Any, server: WebhookServer, http: aiohttp.ClientSession
+) -> None:
+    queue = restartable_queue_service
+    async with HttpJobCreator(queue.url) as creator:
+        late = AnswersLate(creator, delay=RESPONSE_TIMEOUT * 2)
+        trigger = await github_trigger(server, late)
+        status, _, _ = await deliver(http, trigger.url, "d-0002")
+        assert status == 503
+        assert len(late.stored) == 1
+
+        late.delay = 0
+        status, answer, _ = await deliver(http, trigger.url, "d-0002")
+        assert status == 202
+        assert answer["job_id"] == late.stored[0]
+        assert [job.id for job in await queue.list_jobs()] == [answer["job_id"]]
+        await trigger.stop()
