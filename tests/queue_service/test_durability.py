@@ -61,3 +61,16 @@ async def test_acknowledged_jobs_survive_kill_9(queue_service_process: QueueServ
     async with HttpJobCreator(queue_service_process.url) as creator:
         again = await creator.create_job("durable.test", {}, idempotency_key=key)
     assert again.id == job_id
+
+
+async def test_sigterm_commits_and_exits_cleanly(queue_service_process: QueueServiceProcess) -> None:
+    async with HttpJobCreator(queue_service_process.url) as creator:
+        jobs = await asyncio.gather(
+            *(creator.create_job("t", {}, idempotency_key=f"k{n}") for n in range(50))
+        )
+    queue_service_process.stop()
+    assert queue_service_process.proc is not None
+    assert queue_service_process.proc.returncode == 0
+    with sqlite3.connect(queue_service_process.db_path) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM jobs")}
+    assert stored == {job.id for job in jobs}

@@ -59,6 +59,23 @@ async def test_a_failing_operation_does_not_spoil_its_batch(tmp_path: Path) -> N
         await store.close()
 
 
+async def test_a_poisoned_group_commit_fails_only_the_culprit(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db")
+    try:
+        good, bad, also_good = await asyncio.gather(
+            store.create(**JOB, idempotency_key="a"),
+            store.create(**{**JOB, "job_type": "\ud800"}, idempotency_key="b"),
+            store.create(**JOB, idempotency_key="c"),
+            return_exceptions=True,
+        )
+        assert isinstance(bad, StoreUnavailable)
+        assert good[1] is True and also_good[1] is True  # type: ignore[index]
+        jobs, _ = await store.list_jobs()
+        assert [job["idempotency_key"] for job in jobs] == ["a", "c"]
+    finally:
+        await store.close()
+
+
 async def test_back_pressure_rejects_beyond_the_pending_limit(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "q.db", max_pending_writes=10)
     try:

@@ -44,6 +44,9 @@ METRICS = web.AppKey("metrics", QueueMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Metric labels stay bounded whatever methods clients invent."""
+
 
 class _ApiError(Exception):
     def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
@@ -217,7 +220,8 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "(unmatched)"
     registry = request.app[METRICS]
-    registry.requests.labels(request.method, route, str(response.status)).inc()
+    method = request.method if request.method in _KNOWN_METHODS else "other"
+    registry.requests.labels(method, route, str(response.status)).inc()
     registry.request_seconds.labels(route).observe(time.perf_counter() - started)
     return response
 

@@ -256,15 +256,16 @@ class JobStore:
             try:
                 outcomes = await loop.run_in_executor(self._writer, self._apply, [op for op, _ in batch])
             except Exception as exc:
-                logger.exception(
-                    "a queue store transaction failed; %d operations were not applied", len(batch)
-                )
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(StoreUnavailable(f"the queue store failed: {exc}"))
-                continue
-            self.commits += 1
-            self.committed_ops += len(batch)
+                if len(batch) == 1:
+                    logger.error("a queue store transaction failed: %s", exc)
+                    outcomes = [_Failed(StoreUnavailable(f"the queue store failed: {exc}"))]
+                else:
+                    logger.warning(
+                        "a group commit of %d failed (%s); committing them one by one", len(batch), exc
+                    )
+                    outcomes = [
+                        await loop.run_in_executor(self._writer, self._apply_alone, op) for op, _ in batch
+                    ]
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -272,6 +273,15 @@ class JobStore:
                     future.set_exception(outcome.error)
                 else:
                     future.set_result(outcome)
+
+    def _apply_alone(self, op: _Op) -> Any:
+        """After a failed group commit: one operation in its own transaction, so that one bad operation
+        fails alone instead of failing everyone it was batched with, again on every retry."""
+        try:
+            return self._apply([op])[0]
+        except Exception as exc:
+            logger.error("a queue store transaction failed: %s", exc)
+            return _Failed(StoreUnavailable(f"the queue store failed: {exc}"))
 
     def _apply(self, ops: list[_Op]) -> list[Any]:
         """One transaction for the whole batch (in the writer thread). Runs of creates become one
@@ -298,6 +308,8 @@ class JobStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self.commits += 1
+        self.committed_ops += len(ops)
         return outcomes
 
     @staticmethod

@@ -100,6 +100,8 @@ class HttpJobCreator(JobCreator):
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
+        if min(connect_timeout, request_timeout, deadline) <= 0 or max_connections < 1:
+            raise ValueError("timeouts and the deadline must be positive, max_connections at least 1")
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"the queue service URL must be http(s)://host[:port][/path], not {base_url!r}")
