@@ -346,7 +346,9 @@ class Timetable(ABC):
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after `moment`, skipping excluded dates (in the schedule's
         time zone)."""
-        found = self._next_raw(moment)
+        found = self._next_raw(moment.astimezone(UTC))
+        if not self.exclusion_dates:
+            return found
         for _ in range(2 * len(self.exclusion_dates) + 2):
             local_date = found.astimezone(self.tz).date()
             if local_date not in self.exclusion_dates:
@@ -370,27 +372,61 @@ class CronTimetable(Timetable):
         if offset is not None:
             local = (moment.astimezone(UTC) + offset).replace(tzinfo=None)
             return (self.cron.next_match(local) - offset).replace(tzinfo=UTC)
-        tz = self.tz
-        local = moment.astimezone(tz).replace(tzinfo=None)
-        if not self._transition_near(moment):
-            wall = self.cron.next_match(local)
-            found = self._instant(wall)
-            if found > moment and not self._transition_near(found):
-                return found
-        # Near a daylight-saving transition, wall time and instants are not in the same order: scan the
-        # wall times around the transition and keep the earliest instant after `moment`.
-        wall = self.cron.next_match(local - DST_MARGIN)
-        best: datetime | None = None
-        best_wall: datetime | None = None
-        while best_wall is None or wall <= best_wall + DST_MARGIN:
-            instant = self._instant(wall)
-            if instant > moment and (best is None or instant < best):
-                best = instant
-                if best_wall is None:
-                    best_wall = wall
-            wall = self.cron.next_match(wall)
-        assert best is not None
-        return best
+        if self._transition_near(moment):
+            return self._next_near_transition(moment, moment, None)
+        wall = self.cron.next_match(moment.astimezone(self.tz).replace(tzinfo=None))
+        found = self._instant(wall)
+        if not self._transition_near(found):
+            return found
+        return self._next_near_transition(moment, found, wall)
+
+    def _next_near_transition(
+        self, moment: datetime, near: datetime, first_wall: datetime | None
+    ) -> datetime:
+        """Next to a daylight-saving transition, wall times and instants are not in the same order (the
+        walls of a spring gap map after the transition, onto instants also reached by later walls).
+
+        Walls before `boundary` are read with the offset before the transition (gap and repeated walls
+        included, fold=0), walls from it on with the offset after; each side is monotonic, so the answer
+        is the earlier of the first candidate on each side. `first_wall` is the first matching wall after
+        `moment`'s own wall time, when `moment` is far from the transition."""
+        transition, before, after = self._transition(near)
+        boundary = (transition + max(before, after)).replace(tzinfo=None)
+        candidates: list[datetime] = []
+        if first_wall is None:
+            wall = self.cron.next_match((moment + before).replace(tzinfo=None))
+        else:
+            wall = first_wall
+        if wall < boundary:
+            candidates.append((wall - before).replace(tzinfo=UTC))
+        start = (moment + after).replace(tzinfo=None) if first_wall is None else first_wall - ONE_SECOND
+        wall = self.cron.next_match(max(start, boundary - ONE_SECOND))
+        if wall - boundary <= DST_MARGIN:
+            candidates.append((wall - after).replace(tzinfo=UTC))
+        else:
+            # Nothing right after the transition: continue from where the order is plain again.
+            candidates.append(self._next_raw(max(moment, transition + DST_MARGIN)))
+        return min(candidates)
+
+    def _transition(self, near: datetime) -> tuple[datetime, timedelta, timedelta]:
+        """The transition within `DST_MARGIN` of `near`: its instant (to the second) and the offsets
+        before and after it."""
+        low = near.astimezone(UTC).replace(microsecond=0) - DST_MARGIN
+        high = low + 2 * DST_MARGIN
+        before, after = self._offset(low), self._offset(high)
+        while high - low > ONE_SECOND:
+            middle = low + (high - low) // 2
+            middle = middle.replace(microsecond=0)
+            if self._offset(middle) == before:
+                low = middle
+            else:
+                high = middle
+        return high, before, after
+
+    def _offset(self, moment: datetime) -> timedelta:
+        offset = moment.astimezone(self.tz).utcoffset()
+        assert offset is not None
+        return offset
 
     def _instant(self, wall: datetime) -> datetime:
         """A wall time as an instant: fold=0 reads a repeated time as its first occurrence and a
@@ -398,9 +434,7 @@ class CronTimetable(Timetable):
         return wall.replace(tzinfo=self.tz).astimezone(UTC)
 
     def _transition_near(self, moment: datetime) -> bool:
-        before = (moment - DST_MARGIN).astimezone(self.tz).utcoffset()
-        after = (moment + DST_MARGIN).astimezone(self.tz).utcoffset()
-        return before != after
+        return self._offset(moment - DST_MARGIN) != self._offset(moment + DST_MARGIN)
 
 
 class IntervalTimetable(Timetable):
