@@ -25,9 +25,15 @@ HEADER = (
     "# checks that it covers every dependency. Regenerate after changing dependencies.\n"
 )
 # The image runs CPython 3.11 on Linux; markers are evaluated for that, not for the machine locking.
-TARGET_ENV = {**default_environment(), "sys_platform": "linux", "platform_system": "Linux",
-              "os_name": "posix", "python_version": "3.11", "implementation_name": "cpython",
-              "platform_python_implementation": "CPython"}
+TARGET_ENV = {
+    **default_environment(),
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "python_version": "3.11",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
 
 
 def canonical(name: str) -> str:
@@ -73,7 +79,10 @@ def main() -> int:
     text = render(closure())
     if "--check" in sys.argv:
         if not LOCK.exists() or LOCK.read_text() != text:
-            print("requirements.lock differs from the virtualenv: run hack/lock-requirements.py", file=sys.stderr)
+            print(
+                "requirements.lock differs from the virtualenv: run hack/lock-requirements.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     LOCK.write_text(text)

@@ -1,0 +1,392 @@
+"""`helm lint` and `helm template` of the chart, with assertions on the rendered objects: the pod's
+security, the probes and shutdown timing, and least-privilege RBAC in both modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helm.conftest import CHART_DIR, QUEUE_URL, Helm, Render, find, one, set_args
+
+RELEASE_NS = "portico-system"
+OPERATOR = "portico-portico-triggers-operator"
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
+EXPECTED_OPERATOR_RULES = {
+    ("triggers.portico.dev", "jobtriggers"): {"list", "watch", "patch"},
+    ("triggers.portico.dev", "jobtriggers/status"): {"patch"},
+    ("", "events"): {"create", "patch"},
+    ("", "secrets"): {"get", "list", "watch"},
+}
+
+
+def rules_by_resource(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule.get("verbs", []), rule
+        assert "*" not in rule.get("resources", []), rule
+        assert "*" not in rule.get("apiGroups", []), rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = one(objects, "Deployment", OPERATOR)
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")]
+    assert len(values) == 1, (flag, args)
+    return values[0]
+
+
+def test_lint_default_and_namespaced(helm: Helm) -> None:
+    helm("lint", "--strict", str(CHART_DIR), *set_args({"queueService.url": QUEUE_URL}))
+    helm(
+        "lint",
+        "--strict",
+        str(CHART_DIR),
+        *set_args(
+            {
+                "watchNamespaces": ["payments", "reports"],
+                "queueService.enabled": True,
+                "queueService.token.create": True,
+                "networkPolicy.enabled": True,
+                "webhook.ingress.enabled": True,
+                "metrics.serviceMonitor.enabled": True,
+            }
+        ),
+    )
+
+
+def test_default_pod_is_locked_down(render: Render) -> None:
+    objects = render()
+    pod = one(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = operator_container(objects)
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in security["capabilities"]
+    assert "privileged" not in security or security["privileged"] is False
+    # A read-only root file system still needs a writable /tmp.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_default_probes_ports_and_shutdown(render: Render) -> None:
+    objects = render()
+    container = operator_container(objects)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"webhook": 8080, "health": 8081, "metrics": 9090}
+    args = container["args"]
+    assert args[0] == "operator"
+    assert not [a for a in args if a.startswith("--namespace")]
+    assert arg_value(args, "--webhook-port") == "8080"
+    assert arg_value(args, "--health-port") == "8081"
+    assert arg_value(args, "--metrics-port") == "9090"
+    for probe in (container["livenessProbe"], container["readinessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
+    stop_timeout = float(arg_value(args, "--stop-timeout"))
+    pod = one(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > stop_timeout
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PORTICO_QUEUE_URL"]["value"] == QUEUE_URL
+    assert env["PORTICO_LOG_FORMAT"]["value"] == "json"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert pod["serviceAccountName"] == OPERATOR
+
+
+def test_services_keep_webhooks_apart_from_metrics(render: Render) -> None:
+    objects = render()
+    webhook = one(objects, "Service", f"{OPERATOR}-webhook")
+    assert [p["targetPort"] for p in webhook["spec"]["ports"]] == ["webhook"]
+    metrics = one(objects, "Service", f"{OPERATOR}-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
+    selector = one(objects, "Deployment", OPERATOR)["spec"]["selector"]["matchLabels"]
+    assert webhook["spec"]["selector"] == metrics["spec"]["selector"] == selector
+    pdb = one(objects, "PodDisruptionBudget", OPERATOR)
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    assert (
+        not find(objects, "Ingress")
+        and not find(objects, "NetworkPolicy")
+        and not find(objects, "ServiceMonitor")
+    )
+
+
+def test_cluster_wide_rbac_is_least_privilege(render: Render) -> None:
+    objects = render()
+    role = one(objects, "ClusterRole", OPERATOR)
+    rules = rules_by_resource(role)
+    crds = rules.pop(("apiextensions.k8s.io", "customresourcedefinitions"))
+    assert crds == {"list", "watch"}
+    assert rules == EXPECTED_OPERATOR_RULES
+    binding = one(objects, "ClusterRoleBinding", OPERATOR)
+    assert binding["roleRef"]["name"] == OPERATOR
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": RELEASE_NS}]
+    assert one(objects, "ServiceAccount", OPERATOR)["metadata"]["namespace"] == RELEASE_NS
+    lease_role = one(objects, "Role", f"{OPERATOR}-leader-election")
+    assert lease_role["metadata"]["namespace"] == RELEASE_NS
+    assert rules_by_resource(lease_role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+    operator_roles = [r for r in find(objects, "Role") if r["metadata"]["name"] == OPERATOR]
+    assert not operator_roles
+
+
+def test_namespaced_rbac_has_no_cluster_wide_secret_access(render: Render) -> None:
+    namespaces = ["payments", "reports"]
+    objects = render(watchNamespaces=namespaces)
+    args = operator_container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={n}" for n in namespaces]
+
+    for cluster_role in find(objects, "ClusterRole"):
+        rules = rules_by_resource(cluster_role)
+        for (_group, resource), verbs in rules.items():
+            assert resource != "secrets", cluster_role["metadata"]["name"]
+            if cluster_role["metadata"]["name"] == OPERATOR:
+                assert not verbs & WRITE_VERBS, (resource, verbs)
+                assert resource in {"customresourcedefinitions", "namespaces"}, resource
+
+    roles = {r["metadata"]["namespace"]: r for r in find(objects, "Role", OPERATOR)}
+    assert sorted(roles) == namespaces
+    for role in roles.values():
+        assert rules_by_resource(role) == EXPECTED_OPERATOR_RULES
+    bindings = {b["metadata"]["namespace"]: b for b in find(objects, "RoleBinding", OPERATOR)}
+    assert sorted(bindings) == namespaces
+    for binding in bindings.values():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": OPERATOR,
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": RELEASE_NS}]
+
+
+def test_namespaced_without_cluster_observation_creates_no_operator_cluster_role(render: Render) -> None:
+    objects = render(**{"watchNamespaces": ["payments"], "rbac.observeCluster": False})
+    assert not find(objects, "ClusterRole", OPERATOR)
+    assert not find(objects, "ClusterRoleBinding", OPERATOR)
+    assert find(objects, "Role", OPERATOR)
+
+
+def test_leader_election_off_drops_the_lease_role(render: Render) -> None:
+    objects = render(**{"leaderElection.enabled": False})
+    assert not find(objects, "Role", f"{OPERATOR}-leader-election")
+    assert "--no-leader-election" in operator_container(objects)["args"]
+    assert "--leader-election" in operator_container(render())["args"]
+
+
+def test_user_roles_aggregate_into_the_default_roles(render: Render) -> None:
+    objects = render()
+    editor = one(objects, "ClusterRole", "portico-portico-triggers-jobtrigger-editor")
+    assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert rules_by_resource(editor)[("triggers.portico.dev", "jobtriggers")] >= {"create", "delete", "patch"}
+    viewer = one(objects, "ClusterRole", "portico-portico-triggers-jobtrigger-viewer")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert not set().union(*rules_by_resource(viewer).values()) & WRITE_VERBS
+    assert not find(
+        render(**{"rbac.aggregateToDefaultRoles": False}),
+        "ClusterRole",
+        "portico-portico-triggers-jobtrigger-viewer",
+    )
+
+
+def test_crd_is_kept_on_uninstall_unless_told_otherwise(render: Render) -> None:
+    crd = one(render(), "CustomResourceDefinition", "jobtriggers.triggers.portico.dev")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    crd = one(render(**{"crds.keep": False}), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+    assert not find(render(**{"crds.enabled": False}), "CustomResourceDefinition")
+
+
+def test_extension_points_reach_the_pod(render: Render) -> None:
+    objects = render(
+        **{
+            "extraVolumes": [{"name": "incoming", "persistentVolumeClaim": {"claimName": "files"}}],
+            "extraVolumeMounts": [{"name": "incoming", "mountPath": "/data/incoming", "readOnly": True}],
+            "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+            "extraArgs": ["--status-interval", "2"],
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "imagePullSecrets": [{"name": "registry"}],
+            "image.digest": "sha256:" + "a" * 64,
+            "replicaCount": 2,
+            "podAntiAffinityPreset": "hard",
+        }
+    )
+    deployment = one(objects, "Deployment", OPERATOR)
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container(objects)
+    assert deployment["spec"]["replicas"] == 2
+    assert {"name": "incoming", "persistentVolumeClaim": {"claimName": "files"}} in pod["volumes"]
+    assert {"name": "incoming", "mountPath": "/data/incoming", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    assert container["args"][-2:] == ["--status-interval", "2"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert "nodeAffinity" in pod["affinity"] and "podAntiAffinity" not in pod["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert container["image"] == "portico/portico-triggers@sha256:" + "a" * 64
+
+
+def test_anti_affinity_presets(render: Render) -> None:
+    soft = one(render(), "Deployment", OPERATOR)["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in soft
+    hard = one(render(podAntiAffinityPreset="hard"), "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in hard["affinity"]["podAntiAffinity"]
+    none = one(render(podAntiAffinityPreset="none"), "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    assert "affinity" not in none
+
+
+def test_reference_queue_service_with_token(render: Render) -> None:
+    objects = render(**{"queueService.enabled": True, "queueService.token.create": True})
+    queue = one(objects, "Deployment", "portico-portico-triggers-queue")
+    pod = queue["spec"]["template"]["spec"]
+    assert queue["spec"]["replicas"] == 1 and queue["spec"]["strategy"] == {"type": "Recreate"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    args = pod["containers"][0]["args"]
+    assert args[0] == "queue-service"
+    assert arg_value(args, "--db") == "/var/lib/portico/queue.db"
+    assert arg_value(args, "--token-file") == "/var/run/portico/queue-token/token"
+    claim = one(objects, "PersistentVolumeClaim", "portico-portico-triggers-queue")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "portico-portico-triggers-queue"}} in pod[
+        "volumes"
+    ]
+    secret = one(objects, "Secret", "portico-portico-triggers-queue-token")
+    assert len(secret["data"]["token"]) >= 48
+
+    container = operator_container(objects)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PORTICO_QUEUE_URL"] == f"http://portico-portico-triggers-queue.{RELEASE_NS}.svc:8000"
+    assert arg_value(container["args"], "--queue-token-file") == "/var/run/portico/queue-token/token"
+    assert one(objects, "Service", "portico-portico-triggers-queue")["spec"]["ports"][0]["port"] == 8000
+
+
+def test_existing_token_secret_is_referenced_not_created(render: Render) -> None:
+    objects = render(
+        **{"queueService.token.existingSecret": "queue-token", "queueService.token.key": "bearer"}
+    )
+    assert not find(objects, "Secret")
+    pod = one(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "queue-token")
+    assert volume["secret"] == {"secretName": "queue-token", "items": [{"key": "bearer", "path": "bearer"}]}
+    assert (
+        arg_value(operator_container(objects)["args"], "--queue-token-file")
+        == "/var/run/portico/queue-token/bearer"
+    )
+
+
+def test_ingress_network_policy_and_service_monitor(render: Render) -> None:
+    objects = render(
+        **{
+            "webhook.ingress.enabled": True,
+            "webhook.ingress.className": "nginx",
+            "webhook.ingress.hosts": [{"host": "hooks.example.com", "paths": [{"path": "/hooks"}]}],
+            "webhook.ingress.tls": [{"secretName": "hooks-tls", "hosts": ["hooks.example.com"]}],
+            "networkPolicy.enabled": True,
+            "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+            "metrics.serviceMonitor.enabled": True,
+        }
+    )
+    ingress = one(objects, "Ingress", f"{OPERATOR}-webhook")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"secretName": "hooks-tls", "hosts": ["hooks.example.com"]}]
+    path = ingress["spec"]["rules"][0]["http"]["paths"][0]
+    assert path["path"] == "/hooks" and path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": f"{OPERATOR}-webhook", "port": {"name": "http-webhook"}}
+
+    policy = one(objects, "NetworkPolicy", OPERATOR)
+    webhook_rule, internal_rule = policy["spec"]["ingress"]
+    assert webhook_rule["ports"] == [{"port": "webhook", "protocol": "TCP"}] and "from" not in webhook_rule
+    assert {p["port"] for p in internal_rule["ports"]} == {"health", "metrics"}
+    assert internal_rule["from"][0] == {"podSelector": {}}
+    assert internal_rule["from"][1]["namespaceSelector"]["matchLabels"] == {"name": "monitoring"}
+
+    monitor = one(objects, "ServiceMonitor", OPERATOR)
+    assert monitor["spec"]["endpoints"][0]["port"] == "http-metrics"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": "two"}, "replicaCount"),
+        ({"logFormat": "xml"}, "logFormat"),
+        ({"watchNamespaces": "payments"}, "watchNamespaces"),
+        ({"ports.webhook": 70000}, "webhook"),
+        ({"no.such.key": True}, "no"),
+        ({"crds.enabled": "yes"}, "enabled"),
+        ({"queueService.url": "queue:8000"}, "url"),
+    ],
+)
+def test_schema_rejects_wrong_values(helm: Helm, values: dict[str, Any], message: str) -> None:
+    proc = helm(
+        "template",
+        "portico",
+        str(CHART_DIR),
+        *set_args({"queueService.url": QUEUE_URL, **values}),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "schema" in proc.stderr and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"stopTimeoutSeconds": 30, "terminationGracePeriodSeconds": 30},
+            "must be longer than stopTimeoutSeconds",
+        ),
+        ({"replicaCount": 2, "leaderElection.enabled": False}, "needs leaderElection.enabled"),
+        ({"queueService.url": ""}, "queueService.url is required"),
+        ({"serviceAccount.create": False}, "serviceAccount.name is required"),
+    ],
+)
+def test_inconsistent_values_fail_with_a_reason(helm: Helm, values: dict[str, Any], message: str) -> None:
+    proc = helm(
+        "template",
+        "portico",
+        str(CHART_DIR),
+        *set_args({"queueService.url": QUEUE_URL, **values}),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_every_object_carries_the_chart_labels(render: Render) -> None:
+    objects = render(**{"queueService.enabled": True, "watchNamespaces": ["a"]})
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "portico", obj["metadata"]["name"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/name"] == "portico-triggers"
+        namespaced = obj["kind"] not in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+        assert ("namespace" in obj["metadata"]) == namespaced, obj["metadata"]["name"]
