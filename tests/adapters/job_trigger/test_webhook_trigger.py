@@ -242,7 +242,7 @@ async def test_unknown_path_is_404_and_other_methods_405(
             assert response.headers["Allow"] == "POST"
     async with http.get(server.url + "/nothing/here") as response:
         assert response.status == 404
-    assert "Server" not in response.headers
+    assert "aiohttp" not in response.headers.get("Server", "").lower()
     status, _, _ = await post(http, trigger.url + "/", {"job_type": "x"})
     assert status == 202
 
@@ -295,6 +295,27 @@ async def test_chunked_body_over_limit_is_refused_while_streaming(
         assert status_line.split()[1] == b"413"
     finally:
         writer.close()
+    assert not jobs.jobs
+
+
+@pytest.mark.looptime
+async def test_body_not_arriving_in_time_is_408(server: WebhookServer, jobs: InMemoryJobCreator) -> None:
+    """A sender that declares a body and trickles it (or stops) is cut off at the response timeout."""
+    await serve(server, jobs, response_timeout_seconds=2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        writer.write(
+            b"POST /hooks/team/hook HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"job_type": '
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"408"
+    assert loop.time() - started == pytest.approx(2, abs=0.1)
     assert not jobs.jobs
 
 

@@ -14,7 +14,6 @@ import asyncio
 import bisect
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,7 +22,8 @@ from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_HEADERS = {"Content-Type": "application/json", "Server": "portico"}
+"""An internet-facing endpoint does not advertise its software versions (aiohttp would)."""
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
 """How long a stopping server lets open connections finish. Triggers drain their own requests before
 they release their paths, so by then little is left in flight."""
@@ -58,11 +58,6 @@ def json_response(
     return web.Response(
         status=status, body=json.dumps(body).encode(), headers={**JSON_HEADERS, **(headers or {})}
     )
-
-
-async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """An internet-facing endpoint does not advertise its software versions."""
-    response.headers.popall("Server", None)
 
 
 class WebhookServer:
@@ -116,7 +111,6 @@ class WebhookServer:
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        app.on_response_prepare.append(_drop_server_header)
         return app
 
     async def start(self) -> None:
@@ -208,7 +202,7 @@ class RequestMetrics:
     """Requests of one endpoint by status code and a latency histogram (non-cumulative bucket counts;
     the last count is for requests slower than every bound)."""
 
-    by_status: Counter[int] = field(default_factory=Counter)
+    by_status: dict[int, int] = field(default_factory=dict)
     latency_bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum_seconds: float = 0.0
 
@@ -217,13 +211,13 @@ class RequestMetrics:
         return sum(self.by_status.values())
 
     def observe(self, status: int, seconds: float) -> None:
-        self.by_status[status] += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
         self.latency_bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum_seconds += seconds
 
     def snapshot(self) -> "RequestMetrics":
         return RequestMetrics(
-            by_status=Counter(self.by_status),
+            by_status=dict(self.by_status),
             latency_bucket_counts=list(self.latency_bucket_counts),
             latency_sum_seconds=self.latency_sum_seconds,
         )

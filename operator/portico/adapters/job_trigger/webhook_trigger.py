@@ -594,7 +594,7 @@ class WebhookTrigger(JobTrigger):
         if task is not None:
             self._inflight.add(task)
         try:
-            response = await self._answer(request)
+            response = await self._answer(request, deadline=started + self.config.response_timeout_seconds)
         except _Refusal as refusal:
             response = self._refuse(request, refusal)
         finally:
@@ -628,27 +628,42 @@ class WebhookTrigger(JobTrigger):
             response.force_close()
         return response
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _answer(self, request: web.Request, *, deadline: float) -> web.Response:
+        """The answer is due `responseTimeoutSeconds` after the request arrived: a body still arriving
+        then is answered 408, a job the queue service has not accepted by then 503."""
         if not self._running:
             raise _Refusal(404, "no webhook at this path", reason="trigger stopping")
         self._check_rate()
-        if not _is_json(request.content_type):
+        if not _is_json(request):
             raise _Refusal(415, "the body must be JSON (Content-Type: application/json)")
         if not self._verifier.needs_body:
             self._authenticate(request.headers, b"")
+        receiving = True
         try:
-            async with asyncio.timeout(self.config.response_timeout_seconds):
+            async with asyncio.timeout_at(deadline):
                 body = await read_body_capped(request, self.config.max_body_bytes)
+                receiving = False
+                if body is None:
+                    raise _Refusal(413, f"the body exceeds {self.config.max_body_bytes} bytes", close=True)
+                if self._verifier.needs_body:
+                    self._authenticate(request.headers, body)
+                document = _parse_json(body)
+                if self.config.mode == "request":
+                    return await self._create_from_request(request, document)
+                return await self._create_from_payload(request, document)
         except TimeoutError:
-            raise _Refusal(408, "the body was not received in time", close=True) from None
-        if body is None:
-            raise _Refusal(413, f"the body exceeds {self.config.max_body_bytes} bytes", close=True)
-        if self._verifier.needs_body:
-            self._authenticate(request.headers, body)
-        document = _parse_json(body)
-        if self.config.mode == "request":
-            return await self._create_from_request(request, document)
-        return await self._create_from_payload(request, document)
+            if receiving:
+                raise _Refusal(408, "the body was not received in time", close=True) from None
+            self._emitter.record_error(
+                f"queue service did not accept the job within {self.config.response_timeout_seconds:g}s"
+            )
+            self._queue_trouble("the queue service did not answer in time")
+            raise _Refusal(
+                503,
+                "the job could not be accepted now; retry later",
+                reason="job creation timed out",
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+            ) from None
 
     def _check_rate(self) -> None:
         if self._bucket is None:
@@ -795,36 +810,21 @@ class WebhookTrigger(JobTrigger):
         metadata: dict[str, str],
         delivery_id: str | None,
     ) -> web.Response:
-        """Create the job within the response timeout, or cancel the attempt and ask the sender to retry.
+        """Create the job; `_answer`'s deadline cancels the attempt when the queue service is too slow.
 
         A cancelled attempt may still have reached the queue service; the idempotency key derived from
         the delivery id makes the sender's retry find that job instead of creating a second one.
         """
         idempotency_key = f"{self.ref.key}:{delivery_id}" if delivery_id is not None else None
         try:
-            job = await asyncio.wait_for(
-                self._emitter.emit(
-                    job_type=job_type,
-                    payload=payload,
-                    queue_name=queue_name,
-                    priority=priority,
-                    metadata=metadata,
-                    idempotency_key=idempotency_key,
-                ),
-                timeout=self.config.response_timeout_seconds,
+            job = await self._emitter.emit(
+                job_type=job_type,
+                payload=payload,
+                queue_name=queue_name,
+                priority=priority,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
             )
-        except TimeoutError:
-            self._emitter.record_error(
-                f"queue service did not accept the job within {self.config.response_timeout_seconds:g}s"
-            )
-            self._queue_trouble("the queue service did not answer in time")
-            raise _Refusal(
-                503,
-                "the job could not be accepted now; retry later",
-                reason="job creation timed out",
-                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-                delivery_id=delivery_id,
-            ) from None
         except JobCreationError as exc:
             self._queue_trouble(str(exc))
             if exc.retryable:
@@ -855,7 +855,10 @@ class WebhookTrigger(JobTrigger):
             )
 
 
-def _is_json(content_type: str) -> bool:
+def _is_json(request: web.Request) -> bool:
+    if request.headers.get("Content-Type") == "application/json":
+        return True
+    content_type = request.content_type
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
     )
@@ -865,10 +868,13 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+"""Strict JSON: NaN and Infinity, which Python would accept, are refused like any other non-JSON."""
+
+
 def _parse_json(body: bytes) -> object:
-    """Strict JSON: NaN and Infinity, which Python would accept, are refused like any other non-JSON."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return _STRICT_JSON.decode(body.decode("utf-8"))
     except (ValueError, RecursionError):
         raise _Refusal(400, "the body is not valid JSON") from None
 
