@@ -28,6 +28,11 @@ CHART_LABEL_KEYS = {
 }
 
 
+# Keep the CRD when the release goes: Helm's resource policy, and the same for Argo CD, which renders
+# the chart but deletes and prunes by itself.
+KEEP_ANNOTATIONS = ("helm.sh/resource-policy: keep", "argocd.argoproj.io/sync-options: Delete=false")
+
+
 def _escape_template_syntax(text: str) -> str:
     """Descriptions may contain `{{`; Helm must print it, not evaluate it."""
     return text.replace("{{", '{{ "{{" }}')
@@ -52,16 +57,11 @@ def render_template(crd: dict[str, Any], source: str) -> str:
         "metadata:",
         f"  name: {metadata['name']}",
     ]
+    keep = ["    {{- if .Values.crds.keep }}", *(f"    {line}" for line in KEEP_ANNOTATIONS), "    {{- end }}"]
     if annotations:
-        lines += ["  annotations:", _dump(annotations, 4).rstrip("\n")]
-        lines += ["    {{- if .Values.crds.keep }}", "    helm.sh/resource-policy: keep", "    {{- end }}"]
+        lines += ["  annotations:", _dump(annotations, 4).rstrip("\n"), *keep]
     else:
-        lines += [
-            "  {{- if .Values.crds.keep }}",
-            "  annotations:",
-            "    helm.sh/resource-policy: keep",
-            "  {{- end }}",
-        ]
+        lines += ["  {{- if .Values.crds.keep }}", "  annotations:", *keep[1:-1], "  {{- end }}"]
     lines += ["  labels:", '    {{- include "portico-triggers.labels" . | nindent 4 }}']
     if extra_labels:
         lines.append(_dump(extra_labels, 4).rstrip("\n"))

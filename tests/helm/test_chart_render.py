@@ -203,9 +203,12 @@ def test_user_roles_aggregate_into_the_default_roles(render: Render) -> None:
 
 def test_crd_is_kept_on_uninstall_unless_told_otherwise(render: Render) -> None:
     crd = one(render(), "CustomResourceDefinition", "jobtriggers.triggers.portico.dev")
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep",
+        "argocd.argoproj.io/sync-options": "Delete=false",
+    }
     crd = one(render(**{"crds.keep": False}), "CustomResourceDefinition")
-    assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+    assert not crd["metadata"].get("annotations")
     assert not find(render(**{"crds.enabled": False}), "CustomResourceDefinition")
 
 
