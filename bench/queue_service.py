@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,10 @@ async def load(url: str, *, jobs: int, concurrency: int, warmup: int, run: str) 
             for n in numbers:
                 started = time.perf_counter()
                 await creator.create_job(
-                    "bench.job", {"n": n, "note": "benchmark"}, metadata={"bench": run}, idempotency_key=f"{run}-{n}"
+                    "bench.job",
+                    {"n": n, "note": "benchmark"},
+                    metadata={"bench": run},
+                    idempotency_key=f"{run}-{n}",
                 )
                 if record:
                     latencies.append(time.perf_counter() - started)
@@ -127,12 +131,21 @@ async def load(url: str, *, jobs: int, concurrency: int, warmup: int, run: str) 
     }
 
 
+def _sample(exposition: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", exposition, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{name} missing from the service's metrics")
+    return float(match.group(1))
+
+
 def emit(metric: str, value: float, **extra: Any) -> None:
     print(json.dumps({"bench": BENCH, "metric": metric, "value": round(value, 2), **extra}), flush=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=1_000)
@@ -147,19 +160,31 @@ def main() -> int:
         db = Path(tmp) / "queue.db"
         service = [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(db)]
         with server_process([*service, "--log-level", "WARNING"]) as url:
-            durable = asyncio.run(load(url, jobs=args.jobs, concurrency=args.concurrency, warmup=args.warmup, run="d"))
+            durable = asyncio.run(
+                load(url, jobs=args.jobs, concurrency=args.concurrency, warmup=args.warmup, run="d")
+            )
+            with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+                metrics = response.read().decode()
         with sqlite3.connect(db) as conn:
             stored = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
         if stored != args.jobs + args.warmup:
             raise SystemExit(f"the queue service stored {stored} jobs, expected {args.jobs + args.warmup}")
         with server_process([sys.executable, __file__, "--serve-floor"]) as url:
-            floor = asyncio.run(load(url, jobs=args.jobs, concurrency=args.concurrency, warmup=args.warmup, run="f"))
+            floor = asyncio.run(
+                load(url, jobs=args.jobs, concurrency=args.concurrency, warmup=args.warmup, run="f")
+            )
 
     for target, figures in (("durable", durable), ("floor", floor)):
         goal = {"goal": GOAL_JOBS_PER_S} if target == "durable" else {}
         emit("jobs_per_s", figures["jobs_per_s"], target=target, unit="jobs/s", **goal, **shape)
         emit("p50_latency", figures["p50_ms"], target=target, unit="ms", **shape)
         emit("p99_latency", figures["p99_ms"], target=target, unit="ms", **shape)
+    commits = _sample(metrics, "portico_queue_commits_total")
+    emit(
+        "mean_group_commit",
+        _sample(metrics, "portico_queue_committed_operations_total") / commits,
+        unit="writes/commit",
+    )
     ratio = durable["jobs_per_s"] / floor["jobs_per_s"]
     emit("ratio_to_floor", ratio, unit="durable/floor jobs per s", goal=GOAL_RATIO, **shape)
     met = durable["jobs_per_s"] >= GOAL_JOBS_PER_S and ratio >= GOAL_RATIO

@@ -2,9 +2,12 @@
 migrations, draining on close."""
 
 import asyncio
+import json
 import random
 import sqlite3
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import aiohttp
 import pytest
 
 from portico.queue_service.settings import QueueServiceSettings
-from portico.queue_service.store import JobNotFound, JobStore, StoreUnavailable
+from portico.queue_service.store import JobNotFound, JobStore, StoreUnavailable, iso, new_job_id
 from tests.conftest import RunningQueueService
 
 JOB: dict[str, Any] = {
@@ -116,8 +119,9 @@ async def test_close_commits_everything_accepted(tmp_path: Path) -> None:
 async def test_in_memory_store(tmp_path: Path) -> None:
     store = await open_store(":memory:")
     try:
-        job, created = await store.create(**JOB, idempotency_key="k")
+        text, created = await store.create(**JOB, idempotency_key="k")
         assert created
+        job = json.loads(text)
         assert await store.get(job["id"]) == job
     finally:
         await store.close()
@@ -126,7 +130,8 @@ async def test_in_memory_store(tmp_path: Path) -> None:
 async def test_migrations_run_once_and_refuse_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     store = await open_store(path)
-    job, _ = await store.create(**JOB, idempotency_key="k")
+    text, _ = await store.create(**JOB, idempotency_key="k")
+    job = json.loads(text)
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
@@ -178,3 +183,19 @@ async def test_concurrent_duplicates_create_one_job(
     assert {status for _, status, _ in second_wave} == {200}
     jobs = await queue_service.list_jobs()
     assert sorted(job.idempotency_key for job in jobs) == sorted(keys)
+
+
+def test_timestamps_render_like_datetime_does() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        ts = rng.uniform(0, 4_000_000_000)
+        expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        assert iso(ts) == expected
+    assert iso(1_800_000_000.9999996) == "2027-01-15T08:00:01.000000Z"
+
+
+def test_job_ids_are_unique_time_ordered_uuid7() -> None:
+    ids = [new_job_id(1_800_000_000 + (n + 0.5) / 1000) for n in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(uuid.UUID(job_id).version == 7 for job_id in ids)

@@ -2,6 +2,7 @@
 and an operator, can share a process in tests without clashing)."""
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -62,6 +63,26 @@ class QueueMetrics:
         )
         self._store = _StoreCollector(store)
         self.registry.register(self._store)
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._created_series: dict[str, Any] = {}
+
+    def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Label lookups are cached: this runs for every request."""
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = (self.requests.labels(method, route, str(status)), self.request_seconds.labels(route))
+            self._request_series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def job_created(self, queue: str, created: bool) -> None:
+        if not created:
+            self.idempotent_repeats.inc()
+            return
+        counter = self._created_series.get(queue)
+        if counter is None:
+            counter = self._created_series[queue] = self.jobs_created.labels(queue)
+        counter.inc()
 
     async def render(self) -> bytes:
         """The exposition text, with the store's job counts read just now."""

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from portico.queue_service.metrics import QueueMetrics
 from portico.queue_service.openapi import openapi_document
 from portico.queue_service.settings import QueueServiceSettings, Synchronous, read_token
-from portico.queue_service.store import JobConflict, JobNotFound, JobStore, StoreUnavailable
+from portico.queue_service.store import JobConflict, JobNotFound, JobStore, StoreUnavailable, to_json
 from portico.queue_service.validation import (
     RequestError,
     check_idempotency_key,
@@ -58,7 +57,7 @@ class _ApiError(Exception):
 
 def _json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(),
+        body=to_json(data).encode(),
         status=status,
         content_type="application/json",
         headers=headers,
@@ -107,12 +106,8 @@ async def create_job(request: web.Request) -> web.Response:
         max_attempts=spec.max_attempts,
         idempotency_key=key,
     )
-    metrics = request.app[METRICS]
-    if created:
-        metrics.jobs_created.labels(spec.queue_name).inc()
-        return _json_response(job, status=201)
-    metrics.idempotent_repeats.inc()
-    return _json_response(job, status=200)
+    request.app[METRICS].job_created(spec.queue_name, created)
+    return web.Response(text=job, status=201 if created else 200, content_type="application/json")
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -219,10 +214,8 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         response = _error_response(500, "internal error")
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "(unmatched)"
-    registry = request.app[METRICS]
     method = request.method if request.method in _KNOWN_METHODS else "other"
-    registry.requests.labels(method, route, str(response.status)).inc()
-    registry.request_seconds.labels(route).observe(time.perf_counter() - started)
+    request.app[METRICS].request_answered(method, route, response.status, time.perf_counter() - started)
     return response
 
 

@@ -13,6 +13,7 @@ block the writer, nor it them).
 import asyncio
 import json
 import logging
+import random
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -65,11 +66,7 @@ _COLUMNS = (
     "id, job_type, queue_name, priority, payload, metadata, status, idempotency_key, created_at, "
     "updated_at, run_at, attempts, max_attempts, last_error, lease_id, lease_expires_at, worker"
 )
-_INSERT = (
-    "INSERT INTO jobs (id, job_type, queue_name, priority, payload, metadata, status, idempotency_key, "
-    "created_at, updated_at, run_at, attempts, max_attempts) "
-    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0, ?)"
-)
+_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 _BY_KEY = f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key = ?"
 _BY_ID = f"SELECT {_COLUMNS} FROM jobs WHERE id = ?"
 _REQUEUE_EXPIRED = (
@@ -77,6 +74,30 @@ _REQUEUE_EXPIRED = (
     "last_error = 'lease expired', lease_id = NULL, lease_expires_at = NULL, updated_at = ? "
     "WHERE status = 'running' AND lease_expires_at <= ?"
 )
+
+
+_compact_json = json.JSONEncoder(separators=(",", ":"))
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_id_bits = random.Random()
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON with one shared encoder (no per-call encoder construction on the hot path)."""
+    return _compact_json.encode(value)
+
+
+def new_job_id(now: float) -> str:
+    """A UUIDv7: time-ordered, so the id index grows at its end, and no system call per id. Ids need to be
+    unique, not secret (whoever may read the API may list the jobs anyway)."""
+    value = (
+        (int(now * 1000) & (2**48 - 1)) << 80
+        | 0x7 << 76
+        | _id_bits.getrandbits(12) << 64
+        | 0b10 << 62
+        | _id_bits.getrandbits(62)
+    )
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class StoreUnavailable(Exception):
@@ -91,38 +112,54 @@ class JobConflict(Exception):
     """The job is not in a state that allows the operation (e.g. completing a job that is not running)."""
 
 
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+_second_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def iso(timestamp: float) -> str:
+    """RFC 3339 in UTC with microseconds. The date part is cached per second: this runs several times for
+    every job answered."""
+    global _second_cache
+    second = int(timestamp // 1)
+    micros = round((timestamp - second) * 1_000_000)
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, prefix)
+    return f"{prefix}.{micros:06d}Z"
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def _time(value: float | None) -> str:
+    return "null" if value is None else f'"{iso(value)}"'
+
+
+def job_json(row: Sequence[Any]) -> str:
+    """The wire form of a job, from a row of `_COLUMNS`. Written out directly: payload and metadata are
+    stored as JSON text and go out as they are, without a decode/encode round trip."""
+    return (
+        f'{{"id":{_quote(row[0])},"job_type":{_quote(row[1])},"queue_name":{_quote(row[2])},'
+        f'"priority":{row[3]},"payload":{row[4]},"metadata":{row[5]},"status":"{row[6]}",'
+        f'"idempotency_key":{_text(row[7])},"created_at":{_time(row[8])},"updated_at":{_time(row[9])},'
+        f'"run_at":{_time(row[10])},"attempts":{row[11]},"max_attempts":{row[12]},'
+        f'"last_error":{_text(row[13])},"lease_id":{_text(row[14])},"lease_expires_at":{_time(row[15])},'
+        f'"worker":{_text(row[16])}}}'
+    )
 
 
 def _job_from_row(row: Sequence[Any]) -> JobDict:
-    return {
-        "id": row[0],
-        "job_type": row[1],
-        "queue_name": row[2],
-        "priority": row[3],
-        "payload": json.loads(row[4]),
-        "metadata": json.loads(row[5]),
-        "status": row[6],
-        "idempotency_key": row[7],
-        "created_at": iso(row[8]),
-        "updated_at": iso(row[9]),
-        "run_at": iso(row[10]),
-        "attempts": row[11],
-        "max_attempts": row[12],
-        "last_error": row[13],
-        "lease_id": row[14],
-        "lease_expires_at": iso(row[15]),
-        "worker": row[16],
-    }
+    job: JobDict = json.loads(job_json(row))
+    return job
 
 
 @dataclass(slots=True)
 class _Create:
-    job: JobDict
     row: tuple[Any, ...]
+    text: str
     key: str | None
 
 
@@ -313,22 +350,22 @@ class JobStore:
         return outcomes
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, ops: list[_Create]) -> list[tuple[JobDict, bool]]:
-        outcomes: list[tuple[JobDict, bool]] = []
-        by_key: dict[str, JobDict] = {}
+    def _insert(conn: sqlite3.Connection, ops: list[_Create]) -> list[tuple[str, bool]]:
+        outcomes: list[tuple[str, bool]] = []
+        by_key: dict[str, str] = {}
         rows: list[tuple[Any, ...]] = []
         for op in ops:
             if op.key is not None:
                 found = by_key.get(op.key)
                 if found is None:
                     row = conn.execute(_BY_KEY, (op.key,)).fetchone()
-                    found = _job_from_row(row) if row is not None else None
+                    found = job_json(row) if row is not None else None
                 if found is not None:
                     outcomes.append((found, False))
                     continue
-                by_key[op.key] = op.job
+                by_key[op.key] = op.text
             rows.append(op.row)
-            outcomes.append((op.job, True))
+            outcomes.append((op.text, True))
         if rows:
             conn.executemany(_INSERT, rows)
         return outcomes
@@ -370,45 +407,30 @@ class JobStore:
         metadata: dict[str, str],
         max_attempts: int,
         idempotency_key: str | None,
-    ) -> tuple[JobDict, bool]:
-        """Store a new job, or return the one stored under `idempotency_key`. The flag says whether the job
-        is new. Returns only after the commit."""
+    ) -> tuple[str, bool]:
+        """Store a new job, or find the one stored under `idempotency_key`: the job as JSON text, and whether
+        it is new. Returns only after the commit."""
         now = self._clock()
-        job_id = str(uuid.uuid4())
-        created = iso(now)
-        job: JobDict = {
-            "id": job_id,
-            "job_type": job_type,
-            "queue_name": queue_name,
-            "priority": priority,
-            "payload": payload,
-            "metadata": metadata,
-            "status": "pending",
-            "idempotency_key": idempotency_key,
-            "created_at": created,
-            "updated_at": created,
-            "run_at": created,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "last_error": None,
-            "lease_id": None,
-            "lease_expires_at": None,
-            "worker": None,
-        }
         row = (
-            job_id,
+            new_job_id(now),
             job_type,
             queue_name,
             priority,
-            json.dumps(payload, separators=(",", ":")),
-            json.dumps(metadata, separators=(",", ":")),
+            to_json(payload),
+            to_json(metadata),
+            "pending",
             idempotency_key,
             now,
             now,
             now,
+            0,
             max_attempts,
+            None,
+            None,
+            None,
+            None,
         )
-        result: tuple[JobDict, bool] = await self._submit(_Create(job, row, idempotency_key))
+        result: tuple[str, bool] = await self._submit(_Create(row, job_json(row), idempotency_key))
         return result
 
     async def get(self, job_id: str) -> JobDict | None:

@@ -82,12 +82,15 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_strict_json = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: no NaN or Infinity (they cannot be sent back as JSON)."""
+    """Strict JSON: UTF-8 (RFC 8259), no NaN or Infinity (they cannot be sent back as JSON)."""
     if not body:
         raise RequestError("body", "the request body is empty; a JSON object is required")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return _strict_json.decode(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise RequestError("body", f"the body is not valid JSON: {exc}") from None
 

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 MAX_ERROR_DETAIL = 300
+_strict_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def header_safe_idempotency_key(key: str) -> str:
@@ -118,6 +119,8 @@ class HttpJobCreator(JobCreator):
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._jobs_url = URL(f"{self._base}/v1/jobs", encoded=True)
+        self._full_timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
 
     async def __aenter__(self) -> Self:
         return self
@@ -169,7 +172,11 @@ class HttpJobCreator(JobCreator):
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=self._connect_timeout),
+                timeout=(
+                    self._full_timeout
+                    if seconds >= self._request_timeout
+                    else aiohttp.ClientTimeout(total=seconds, sock_connect=self._connect_timeout)
+                ),
             ) as response:
                 data = await response.read()
         except aiohttp.InvalidURL as exc:
@@ -270,16 +277,14 @@ class HttpJobCreator(JobCreator):
             "metadata": metadata or {},
         }
         try:
-            body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode()
+            body = _strict_json.encode(request).encode()
         except (TypeError, ValueError) as exc:
             raise JobCreationError(f"{what}: the job is not valid JSON: {exc}", retryable=False) from None
         key = (
             header_safe_idempotency_key(idempotency_key) if idempotency_key is not None else uuid.uuid4().hex
         )
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-        status, data = await self._request(
-            "POST", URL(f"{self._base}/v1/jobs", encoded=True), what=what, body=body, headers=headers
-        )
+        status, data = await self._request("POST", self._jobs_url, what=what, body=body, headers=headers)
         if status not in (200, 201):
             raise self._rejected(what, status, data)
         return self._job(what, status, data)
