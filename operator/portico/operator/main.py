@@ -16,6 +16,7 @@ from portico.adapters.job_creator.http import HttpJobCreator
 from portico.operator.handlers import operator_settings, register
 from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache, create_api_client
 from portico.operator.logs import setup_logging
+from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings
 from portico.operator.sources import create_sources
@@ -42,6 +43,9 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
         finalizers=writer,
         stop_timeout=settings.stop_timeout,
     )
+    metrics = MetricsServer(
+        settings.metrics_host, settings.metrics_port, TriggerCollector(triggers, status_writer, events)
+    )
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
     opened = []
@@ -51,6 +55,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             opened.append(source)
         await status_writer.start()
         await events.start()
+        await metrics.start()
         logger.info(
             "operator starting",
             extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},
@@ -74,6 +79,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
                 logger.exception("error closing the %s source", source.name)
         await status_writer.close()
         await events.close()
+        await metrics.close()
         await job_creator.close()
         await api.close()
         logger.info("operator stopped")

@@ -406,17 +406,24 @@ class TriggerRegistry:
 
     # --- status ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def counters(managed: ManagedTrigger, health: TriggerHealth | None) -> tuple[int, int]:
+        """Jobs created and errors since the resource was created: what earlier trigger instances
+        (and earlier operator processes, via status) counted, plus the current instance."""
+        live = managed.trigger is not None and health is not None
+        jobs = managed.base_jobs + (health.jobs_created_count if live and health else 0)
+        errors = managed.base_errors + managed.errors + (health.errors_count if live and health else 0)
+        return jobs, errors
+
+    def managed(self) -> list[ManagedTrigger]:
+        return list(self._triggers.values())
+
     def snapshot(self, managed: ManagedTrigger) -> dict[str, Any]:
         """The status this resource should have now, as camelCase JSON."""
         trigger = managed.trigger
         health = trigger.get_health() if trigger is not None else managed.last_health
         running = bool(trigger is not None and trigger.is_running)
-        jobs = managed.base_jobs + (health.jobs_created_count if trigger is not None and health else 0)
-        errors = (
-            managed.base_errors
-            + managed.errors
-            + (health.errors_count if trigger is not None and health else 0)
-        )
+        jobs, errors = self.counters(managed, health)
         previous = managed.resource.status
         status: dict[str, Any] = {
             "phase": managed.phase,

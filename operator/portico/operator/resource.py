@@ -119,9 +119,7 @@ def spec_model(sources: tuple[type[TriggerSource[Any]], ...]) -> type[BaseModel]
             src.spec_model | None,
             Field(default=None, description=doc or f"{src.name} source."),
         )
-    model: type[BaseModel] = create_model(
-        "JobTriggerSpec", __base__=SpecModel, **fields
-    )
+    model: type[BaseModel] = create_model("JobTriggerSpec", __base__=SpecModel, **fields)
     model.__doc__ = "Desired state of a JobTrigger: the job template and exactly one event source."
     return model
 

@@ -1,0 +1,138 @@
+"""Prometheus metrics on their own port (kept internal, apart from webhook traffic).
+
+Per-trigger figures are read from the registry when Prometheus scrapes, not counted on the hot path:
+a busy webhook pays nothing for being measured. Adapter-level metrics (queue-service request latency,
+schedule lateness) live in the default registry and are exposed beside them.
+"""
+
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from portico.operator.kube import EventRecorder
+from portico.operator.registry import TriggerRegistry
+from portico.operator.status import StatusWriter
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("Pending", "Running", "Suspended", "Failed")
+
+
+@runtime_checkable
+class RequestMetricsSource(Protocol):
+    """A trigger that serves requests (the webhook) and counts them by status code and latency."""
+
+    def metrics(self) -> Any: ...
+
+
+class TriggerCollector(Collector):
+    def __init__(
+        self, triggers: TriggerRegistry, status_writer: StatusWriter, events: EventRecorder | None = None
+    ) -> None:
+        self.triggers = triggers
+        self.status_writer = status_writer
+        self.events = events
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "trigger", "source"]
+        jobs = CounterMetricFamily("portico_jobs_created", "Jobs created, by trigger.", labels=labels)
+        errors = CounterMetricFamily(
+            "portico_trigger_errors", "Failed job creations and start failures, by trigger.", labels=labels
+        )
+        running = GaugeMetricFamily(
+            "portico_trigger_running", "1 while the trigger can create jobs, by trigger.", labels=labels
+        )
+        phases = GaugeMetricFamily("portico_triggers", "Triggers by phase.", labels=["phase"])
+        requests = CounterMetricFamily(
+            "portico_webhook_requests",
+            "Webhook requests by trigger and HTTP status code.",
+            labels=["namespace", "trigger", "code"],
+        )
+        latency = HistogramMetricFamily(
+            "portico_webhook_request_duration_seconds",
+            "Webhook request latency, by trigger.",
+            labels=["namespace", "trigger"],
+        )
+        by_phase = dict.fromkeys(PHASES, 0)
+        for managed in self.triggers.managed():
+            trigger = managed.trigger
+            health = trigger.get_health() if trigger is not None else managed.last_health
+            n_jobs, n_errors = self.triggers.counters(managed, health)
+            values = [managed.ref.namespace, managed.ref.name, managed.source or ""]
+            jobs.add_metric(values, n_jobs)
+            errors.add_metric(values, n_errors)
+            running.add_metric(values, 1.0 if trigger is not None and trigger.is_running else 0.0)
+            by_phase[managed.phase] = by_phase.get(managed.phase, 0) + 1
+            if isinstance(trigger, RequestMetricsSource):
+                self._add_requests(
+                    requests, latency, managed.ref.namespace, managed.ref.name, trigger.metrics()
+                )
+        for phase, count in by_phase.items():
+            phases.add_metric([phase], count)
+        yield from (jobs, errors, running, phases, requests, latency)
+
+        patches = CounterMetricFamily("portico_status_patches", "Status patches written.")
+        patches.add_metric([], self.status_writer.patches)
+        yield patches
+        patch_errors = CounterMetricFamily("portico_status_patch_errors", "Status patches that failed.")
+        patch_errors.add_metric([], self.status_writer.errors)
+        yield patch_errors
+        if self.events is not None:
+            posted = CounterMetricFamily("portico_events_posted", "Kubernetes Events posted.")
+            posted.add_metric([], self.events.posted)
+            yield posted
+            dropped = CounterMetricFamily(
+                "portico_events_dropped", "Kubernetes Events dropped by the per-object rate limit."
+            )
+            dropped.add_metric([], self.events.dropped)
+            yield dropped
+
+    @staticmethod
+    def _add_requests(
+        requests: CounterMetricFamily, latency: HistogramMetricFamily, namespace: str, name: str, m: Any
+    ) -> None:
+        from portico.adapters.job_trigger.webhook_server import LATENCY_BUCKETS
+
+        for code, count in sorted(m.by_status.items()):
+            requests.add_metric([namespace, name, str(code)], count)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*LATENCY_BUCKETS, float("inf")], m.latency_bucket_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+        latency.add_metric([namespace, name], buckets, m.latency_sum_seconds)
+
+
+class MetricsServer:
+    """Serves `/metrics` from the trigger collector and the process-wide default registry."""
+
+    def __init__(self, host: str, port: int, collector: TriggerCollector) -> None:
+        self.host = host
+        self.port = port
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._runner: web.AppRunner | None = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry) + generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = self._runner.addresses[0][1]
+        logger.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
