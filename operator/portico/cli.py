@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="run single-active sources only on the lease holder",
     )
+    op.add_argument("--lease-name", default="portico-operator", help="name of the leader-election Lease")
+    op.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the Lease (env POD_NAMESPACE; default: the first --namespace, else 'default')",
+    )
+    op.add_argument("--lease-duration", type=float, default=15.0, help="seconds a Lease is held unrenewed")
+    op.add_argument(
+        "--renew-deadline", type=float, default=10.0, help="seconds the leader keeps trying to renew"
+    )
+    op.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease attempts")
     op.set_defaults(func=_operator)
 
     qs = sub.add_parser("queue-service", help="run the reference job-queue service")

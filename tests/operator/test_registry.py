@@ -14,7 +14,7 @@ from portico.domain.trigger import SecretRef, TriggerRef
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.registry import Resource, RetryPolicy, TriggerRegistry
 from portico.operator.resource import FINALIZER
-from portico.operator.status import FinalizerWriter, StatusPatcher, StatusWriter
+from portico.operator.status import FinalizerWriter, ObjectStatus, StatusPatcher, StatusWriter
 from portico.ports.job_creator import Job
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import EventType
@@ -86,8 +86,14 @@ class Patcher(StatusPatcher):
     def __init__(self) -> None:
         self.status: dict[str, Any] = {}
 
-    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
+    async def patch_status(
+        self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None
+    ) -> ObjectStatus:
         self.status.update(patch)
+        return ObjectStatus(dict(self.status), "1")
+
+    async def read_status(self, ref: TriggerRef) -> ObjectStatus:
+        return ObjectStatus(dict(self.status), "1")
 
 
 class Events(EventSink):

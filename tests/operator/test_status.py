@@ -8,24 +8,48 @@ from typing import Any
 import pytest
 
 from portico.domain.trigger import TriggerRef
-from portico.operator.status import ResourceGoneError, StatusPatcher, StatusWriter
+from portico.operator.status import (
+    ConflictError,
+    ObjectStatus,
+    ResourceGoneError,
+    StatusPatcher,
+    StatusWriter,
+)
 
 REF = TriggerRef(name="t", namespace="ns", uid="u1")
 
 
 class RecordingPatcher(StatusPatcher):
+    """The API server's side: a status, a resourceVersion, and the patches it received."""
+
     def __init__(self) -> None:
         self.patches: list[tuple[float, dict[str, Any]]] = []
+        self.server: dict[str, Any] = {}
+        self.version = 1
         self.fail_next = 0
         self.gone = False
 
-    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
+    async def patch_status(
+        self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None
+    ) -> ObjectStatus:
         if self.gone:
             raise ResourceGoneError(str(ref))
         if self.fail_next:
             self.fail_next -= 1
             raise RuntimeError("API server unavailable")
+        if resource_version is not None and resource_version != str(self.version):
+            raise ConflictError(str(ref))
         self.patches.append((asyncio.get_running_loop().time(), patch))
+        self.server.update(patch)
+        self.version += 1
+        return ObjectStatus(dict(self.server), str(self.version))
+
+    async def read_status(self, ref: TriggerRef) -> ObjectStatus:
+        return ObjectStatus(dict(self.server), str(self.version))
+
+    def other_writer_adds(self, key: str, amount: int) -> None:
+        self.server[key] = self.server.get(key, 0) + amount
+        self.version += 1
 
 
 @pytest.fixture
@@ -57,10 +81,11 @@ async def test_many_changes_coalesce_into_one_patch_per_interval(writer: Any) ->
 async def test_only_changed_fields_are_sent(writer: Any) -> None:
     w, patcher = writer
     state = {"phase": "Running", "jobsCreated": 1}
-    w.track("u1", REF, lambda: dict(state), written={"phase": "Running"})
+    patcher.server = {"phase": "Running"}
+    w.track("u1", REF, lambda: dict(state), status={"phase": "Running"}, resource_version="1")
     await asyncio.sleep(0.1)
     assert patcher.patches[-1][1] == {"jobsCreated": 1}
-    state["lastError"] = None
+    state["other"] = None
     w.mark_dirty("u1")
     await asyncio.sleep(2)
     assert len(patcher.patches) == 1, "nothing changed, so nothing is written"
@@ -124,3 +149,33 @@ async def test_many_resources_are_written_independently(writer: Any) -> None:
         w.track(f"u{i}", TriggerRef(name=f"t{i}", namespace="ns", uid=f"u{i}"), lambda i=i: {"n": i})
     await asyncio.sleep(0.5)
     assert sorted(p["n"] for _, p in patcher.patches) == list(range(50))
+
+
+@pytest.mark.looptime
+async def test_counters_are_added_to_what_other_writers_wrote(writer: Any) -> None:
+    w, patcher = writer
+    patcher.server = {"jobsCreated": 100}
+    state = {"jobsCreated": 0}
+    w.track("u1", REF, lambda: dict(state), status={"jobsCreated": 100}, resource_version="1")
+    state["jobsCreated"] = 5
+    w.mark_dirty("u1")
+    await asyncio.sleep(1.1)
+    assert patcher.server["jobsCreated"] == 105
+    patcher.other_writer_adds("jobsCreated", 7)  # another replica, unseen by our watch yet
+    state["jobsCreated"] = 8
+    w.mark_dirty("u1")
+    await asyncio.sleep(1.1)
+    assert patcher.server["jobsCreated"] == 115, "the conflict was re-read, nothing was overwritten"
+    assert w.conflicts == 1
+
+
+@pytest.mark.looptime
+async def test_restarted_writer_continues_from_the_server_total(writer: Any) -> None:
+    w, patcher = writer
+    patcher.server = {"jobsCreated": 40, "errors": 2}
+    w.track(
+        "u1", REF, lambda: {"jobsCreated": 3, "errors": 0}, status=dict(patcher.server), resource_version="1"
+    )
+    await asyncio.sleep(0.1)
+    assert patcher.server == {"jobsCreated": 43, "errors": 2}
+    assert patcher.patches[-1][1] == {"jobsCreated": 43}

@@ -17,7 +17,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.domain.trigger import SecretRef, TriggerRef
 from portico.operator.resource import GROUP, KIND, PLURAL, VERSION
-from portico.operator.status import FinalizerWriter, ResourceGoneError, StatusPatcher
+from portico.operator.status import (
+    ConflictError,
+    FinalizerWriter,
+    ObjectStatus,
+    ResourceGoneError,
+    StatusPatcher,
+)
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import SecretNotFoundError, SecretResolver
 
@@ -57,21 +63,40 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
                 return
             raise
 
-    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
+    async def patch_status(
+        self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None
+    ) -> ObjectStatus:
+        body: dict[str, Any] = {"status": patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
-            await self.custom.patch_namespaced_custom_object_status(
+            obj = await self.custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 ref.namespace,
                 PLURAL,
                 ref.name,
-                {"status": patch},
+                body,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status == 404:
                 raise ResourceGoneError(str(ref)) from None
+            if exc.status == 409:
+                raise ConflictError(str(ref)) from None
             raise
+        return ObjectStatus(obj.get("status") or {}, obj["metadata"]["resourceVersion"])
+
+    async def read_status(self, ref: TriggerRef) -> ObjectStatus:
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, PLURAL, ref.name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ResourceGoneError(str(ref)) from None
+            raise
+        return ObjectStatus(obj.get("status") or {}, obj["metadata"]["resourceVersion"])
 
 
 class EventSink(ABC):

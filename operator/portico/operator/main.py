@@ -15,6 +15,7 @@ import kopf
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.operator.handlers import operator_settings, register
 from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache, create_api_client
+from portico.operator.leader import LeaderElector, LeaseSettings
 from portico.operator.logs import setup_logging
 from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
@@ -42,7 +43,23 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
         secrets=SecretCache(api),
         finalizers=writer,
         stop_timeout=settings.stop_timeout,
+        leading=not settings.leader_election,
     )
+    elector = None
+    if settings.leader_election:
+        elector = LeaderElector(
+            api,
+            settings.identity,
+            LeaseSettings(
+                name=settings.lease_name,
+                namespace=settings.lease_namespace,
+                lease_duration=settings.lease_duration,
+                renew_deadline=settings.renew_deadline,
+                retry_period=settings.retry_period,
+            ),
+            on_started_leading=lambda: triggers.set_leading(True),
+            on_stopped_leading=lambda: triggers.set_leading(False),
+        )
     metrics = MetricsServer(
         settings.metrics_host, settings.metrics_port, TriggerCollector(triggers, status_writer, events)
     )
@@ -56,6 +73,8 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
         await status_writer.start()
         await events.start()
         await metrics.start()
+        if elector is not None:
+            await elector.start()
         logger.info(
             "operator starting",
             extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},
@@ -71,6 +90,8 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
         )
     finally:
         logger.info("operator stopping: stopping %d triggers", len(triggers))
+        if elector is not None:
+            await elector.close(release=True)
         await triggers.stop_all()
         for source in reversed(opened):
             try:

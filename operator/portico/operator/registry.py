@@ -63,6 +63,8 @@ class Resource:
     spec: Mapping[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
     status: Mapping[str, Any] = field(default_factory=dict)
+    resource_version: str | None = None
+    finalizers: tuple[str, ...] = ()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Resource":
@@ -73,6 +75,8 @@ class Resource:
             spec=dict(body.get("spec") or {}),
             annotations=dict(meta.get("annotations") or {}),
             status=dict(body.get("status") or {}),
+            resource_version=meta.get("resourceVersion"),
+            finalizers=tuple(meta.get("finalizers") or ()),
         )
 
 
@@ -97,7 +101,8 @@ class _Events(TriggerEvents):
         self.registry.status_writer.mark_dirty(self.uid)
 
     def event(self, type: EventType, reason: str, message: str) -> None:
-        self.registry.events.record(self.ref, type, reason, message)
+        if self.registry.leading:
+            self.registry.events.record(self.ref, type, reason, message)
 
 
 @dataclass
@@ -143,8 +148,10 @@ class TriggerRegistry:
         finalizers: FinalizerWriter | None = None,
         retry: RetryPolicy | None = None,
         stop_timeout: float = 20.0,
+        leading: bool = True,
     ) -> None:
         self.finalizers = finalizers
+        self.leading = leading
         self.sources = dict(sources)
         self.source_classes = tuple(type(s) for s in self.sources.values())
         self.job_creator = job_creator
@@ -168,25 +175,47 @@ class TriggerRegistry:
 
     async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """One watch event of a JobTrigger. The finalizer guarantees the trigger is stopped before the
-        object disappears; it is added on first sight and released once the trigger has stopped."""
-        meta = body.get("metadata", {})
-        uid = meta.get("uid", "")
+        object disappears; the leader adds it on first sight and releases it once the trigger stopped."""
+        uid = body.get("metadata", {}).get("uid", "")
         if event_type == "DELETED":
             await self.remove(uid)
             return
         resource = Resource.from_body(body)
-        finalizers = list(meta.get("finalizers") or [])
-        version = str(meta.get("resourceVersion", ""))
-        if meta.get("deletionTimestamp"):
+        if body.get("metadata", {}).get("deletionTimestamp"):
             await self.remove(uid)
-            if FINALIZER in finalizers and self.finalizers is not None:
-                await self.finalizers.set_finalizers(
-                    resource.ref, [f for f in finalizers if f != FINALIZER], version
-                )
+            await self._set_finalizer(resource, present=False)
             return
-        if FINALIZER not in finalizers and self.finalizers is not None:
-            await self.finalizers.set_finalizers(resource.ref, [*finalizers, FINALIZER], version)
+        await self._set_finalizer(resource, present=True)
+        self.status_writer.observe(uid, resource.status, resource.resource_version)
         await self.apply(resource)
+
+    async def _set_finalizer(self, resource: Resource, *, present: bool) -> None:
+        if not self.leading or self.finalizers is None or (FINALIZER in resource.finalizers) == present:
+            return
+        others = [f for f in resource.finalizers if f != FINALIZER]
+        await self.finalizers.set_finalizers(
+            resource.ref, [*others, FINALIZER] if present else others, resource.resource_version or ""
+        )
+
+    async def set_leading(self, leading: bool) -> None:
+        """Leadership changed. The leader runs every source and writes finalizers, phases and Events;
+        other replicas run only the sources that every replica serves (webhooks) and add only their
+        own counts to status."""
+        if leading == self.leading:
+            return
+        self.leading = leading
+        if leading:
+            for managed in self.managed():
+                await self._set_finalizer(managed.resource, present=True)
+                await self.apply(managed.resource, force=True)
+            self.status_writer.mark_all_dirty()
+            return
+        await self.status_writer.flush_all()
+        for managed in self.managed():
+            async with managed.lock:
+                if managed.source is not None and self.sources[managed.source].single_active:
+                    await self._stop_current(managed)
+                    managed.applied_generation = None
 
     async def apply(self, resource: Resource, *, force: bool = False) -> None:
         """Make the in-process trigger match the resource. Cheap when nothing relevant changed: a
@@ -194,13 +223,15 @@ class TriggerRegistry:
         uid = resource.ref.uid
         managed = self._triggers.get(uid)
         if managed is None:
-            managed = self._triggers[uid] = ManagedTrigger(resource=resource)
-            managed.base_jobs = int(resource.status.get("jobsCreated") or 0)
-            managed.base_errors = int(resource.status.get("errors") or 0)
-            managed.errors = 0
+            created = self._triggers[uid] = ManagedTrigger(resource=resource)
             self.status_writer.track(
-                uid, resource.ref, lambda: self.snapshot(managed), written=dict(resource.status)
+                uid,
+                resource.ref,
+                lambda: self.snapshot(created),
+                status=resource.status,
+                resource_version=resource.resource_version,
             )
+            managed = created
         async with managed.lock:
             if uid not in self._triggers:
                 return
@@ -265,6 +296,10 @@ class TriggerRegistry:
             self._fail(managed, "InvalidSpec", "The spec is invalid: " + "; ".join(exc.errors), retry=False)
             return
         managed.source = parsed.source
+        if self.sources[parsed.source].single_active and not self.leading:
+            await self._stop_current(managed)
+            managed.applied_generation = None
+            return
         if parsed.suspend:
             was_running = managed.trigger is not None
             await self._stop_current(managed)
@@ -381,7 +416,8 @@ class TriggerRegistry:
         self.status_writer.mark_dirty(managed.uid, urgent=True)
 
     def _event(self, managed: ManagedTrigger, type: EventType, reason: str, message: str) -> None:
-        self.events.record(managed.ref, type, reason, message)
+        if self.leading:
+            self.events.record(managed.ref, type, reason, message)
 
     async def _run_now_if_asked(self, managed: ManagedTrigger) -> None:
         token = managed.resource.annotations.get(RUN_NOW_ANNOTATION)
@@ -408,8 +444,8 @@ class TriggerRegistry:
 
     @staticmethod
     def counters(managed: ManagedTrigger, health: TriggerHealth | None) -> tuple[int, int]:
-        """Jobs created and errors since the resource was created: what earlier trigger instances
-        (and earlier operator processes, via status) counted, plus the current instance."""
+        """Jobs created and errors counted by this process for the resource: earlier trigger instances
+        (before a reconfigure) plus the current one. The status writer adds them to the totals."""
         live = managed.trigger is not None and health is not None
         jobs = managed.base_jobs + (health.jobs_created_count if live and health else 0)
         errors = managed.base_errors + managed.errors + (health.errors_count if live and health else 0)
@@ -425,6 +461,14 @@ class TriggerRegistry:
         running = bool(trigger is not None and trigger.is_running)
         jobs, errors = self.counters(managed, health)
         previous = managed.resource.status
+        if not self.leading:
+            if trigger is None or health is None:
+                return {}
+            own: dict[str, Any] = {"jobsCreated": jobs, "errors": errors}
+            if health.last_job_id:
+                own["lastJobId"] = health.last_job_id
+                own["lastJobTime"] = _json(health.last_job_created)
+            return own
         status: dict[str, Any] = {
             "phase": managed.phase,
             "isRunning": running,

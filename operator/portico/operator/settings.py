@@ -21,6 +21,11 @@ class OperatorSettings:
     kubeconfig: str | None = None
     identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "portico"))
     leader_election: bool = True
+    lease_name: str = "portico-operator"
+    lease_namespace: str = "default"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OperatorSettings":
@@ -49,4 +54,13 @@ class OperatorSettings:
             kubeconfig=args.kubeconfig,
             identity=args.id or os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or "portico",
             leader_election=args.leader_election,
+            lease_name=args.lease_name,
+            lease_namespace=(
+                args.lease_namespace
+                or os.environ.get("POD_NAMESPACE")
+                or (args.namespaces[0] if args.namespaces else "default")
+            ),
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
         )

@@ -2,7 +2,12 @@
 
 Each tracked resource has a snapshot function that returns the status it should have now. Marking it
 dirty is O(1) and never blocks; one writer task patches each resource at most once per `interval`,
-sends only the fields that changed since the last successful write, and flushes everything on close.
+sends only the fields that differ from what the server has, and flushes everything on close.
+
+Counters (`jobsCreated`, `errors`) are written as *additions*: the snapshot gives what this process
+counted, the writer adds what it has not added yet to the server's value, under a resourceVersion
+precondition. So several writers (an operator restart, webhook replicas) never overwrite each
+other's counts: a conflict re-reads the object and adds again.
 """
 
 import asyncio
@@ -10,7 +15,7 @@ import contextlib
 import heapq
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +24,34 @@ from portico.domain.trigger import TriggerRef
 logger = logging.getLogger(__name__)
 
 Snapshot = Callable[[], dict[str, Any]]
+COUNTERS = ("jobsCreated", "errors")
 
 
 class ResourceGoneError(Exception):
     """The resource no longer exists: stop writing its status."""
 
 
+class ConflictError(Exception):
+    """The resource changed since the resourceVersion the write was based on."""
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    status: Mapping[str, Any]
+    resource_version: str
+
+
 class StatusPatcher(ABC):
     @abstractmethod
-    async def patch_status(self, ref: TriggerRef, patch: dict[str, Any]) -> None:
-        """Merge-patch `/status`. Raises `ResourceGoneError` on 404."""
+    async def patch_status(
+        self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None
+    ) -> ObjectStatus:
+        """Merge-patch `/status`, only if the object is still at `resource_version` when given.
+        Returns the status and version after the write. Raises `ResourceGoneError`, `ConflictError`."""
+
+    @abstractmethod
+    async def read_status(self, ref: TriggerRef) -> ObjectStatus:
+        """The current status. Raises `ResourceGoneError`."""
 
 
 class FinalizerWriter(ABC):
@@ -38,11 +61,22 @@ class FinalizerWriter(ABC):
         concurrent change fails the write rather than being overwritten)."""
 
 
+def _newer(candidate: str, current: str | None) -> bool:
+    if current is None:
+        return True
+    try:
+        return int(candidate) >= int(current)
+    except ValueError:
+        return True
+
+
 @dataclass
 class _Tracked:
     ref: TriggerRef
     snapshot: Snapshot
-    written: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    added: dict[str, int] = field(default_factory=dict)
     last_write: float = float("-inf")
     due: float | None = None
     dirty: bool = False
@@ -60,23 +94,40 @@ class StatusWriter:
         self._inflight: set[asyncio.Task[None]] = set()
         self.patches = 0
         self.errors = 0
+        self.conflicts = 0
 
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
 
     def track(
-        self, uid: str, ref: TriggerRef, snapshot: Snapshot, *, written: dict[str, Any] | None = None
+        self,
+        uid: str,
+        ref: TriggerRef,
+        snapshot: Snapshot,
+        *,
+        status: Mapping[str, Any] | None = None,
+        resource_version: str | None = None,
     ) -> None:
-        """Start tracking (or replace the snapshot of) a resource. `written` is the status it has now,
-        so unchanged fields are not re-sent after an operator restart."""
+        """Start tracking (or replace the snapshot of) a resource, with the status it has now."""
         existing = self._tracked.get(uid)
         if existing is not None:
             existing.snapshot = snapshot
             existing.ref = ref
         else:
-            self._tracked[uid] = _Tracked(ref=ref, snapshot=snapshot, written=dict(written or {}))
+            self._tracked[uid] = _Tracked(ref=ref, snapshot=snapshot)
+        if status is not None:
+            self.observe(uid, status, resource_version)
         self.mark_dirty(uid)
+
+    def observe(self, uid: str, status: Mapping[str, Any], resource_version: str | None) -> None:
+        """The server's status as a watch event or a read showed it."""
+        t = self._tracked.get(uid)
+        if t is None:
+            return
+        if resource_version is None or _newer(resource_version, t.version):
+            t.server = dict(status)
+            t.version = resource_version
 
     def untrack(self, uid: str) -> None:
         self._tracked.pop(uid, None)
@@ -94,6 +145,10 @@ class StatusWriter:
             t.due = due
             heapq.heappush(self._heap, (due, uid))
             self._wakeup.set()
+
+    def mark_all_dirty(self) -> None:
+        for uid in self._tracked:
+            self.mark_dirty(uid, urgent=True)
 
     async def start(self) -> None:
         if self._task is None:
@@ -141,18 +196,37 @@ class StatusWriter:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
+    def _patch_for(self, t: _Tracked, desired: Mapping[str, Any]) -> dict[str, Any]:
+        patch = {}
+        for key, value in desired.items():
+            if key in COUNTERS:
+                delta = int(value) - t.added.get(key, 0)
+                if delta or key not in t.server:
+                    patch[key] = int(t.server.get(key) or 0) + delta
+            elif t.server.get(key) != value:
+                patch[key] = value
+        return patch
+
     async def _write(self, uid: str, t: _Tracked, *, slot: bool = False) -> None:
         try:
             t.dirty = False
             desired = t.snapshot()
-            patch = {k: v for k, v in desired.items() if t.written.get(k) != v}
+            patch = self._patch_for(t, desired)
             if not patch:
                 return
             t.last_write = self._now()
+            counting = any(k in COUNTERS for k in patch)
             try:
-                await self.patcher.patch_status(t.ref, patch)
+                after = await self.patcher.patch_status(t.ref, patch, t.version if counting else None)
             except ResourceGoneError:
                 self.untrack(uid)
+                return
+            except ConflictError:
+                self.conflicts += 1
+                with contextlib.suppress(ResourceGoneError):
+                    fresh = await self.patcher.read_status(t.ref)
+                    self.observe(uid, fresh.status, fresh.resource_version)
+                self.mark_dirty(uid, urgent=True)
                 return
             except Exception as exc:
                 self.errors += 1
@@ -160,7 +234,11 @@ class StatusWriter:
                 self.mark_dirty(uid)
                 return
             self.patches += 1
-            t.written.update(patch)
+            for key in COUNTERS:
+                if key in desired:
+                    t.added[key] = int(desired[key])
+            t.server = dict(after.status)
+            t.version = after.resource_version
         finally:
             if slot:
                 self._slots.release()
