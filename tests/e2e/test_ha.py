@@ -1,0 +1,171 @@
+"""Two operator replicas: one leader runs the single-active sources, both serve webhooks; a crash or a
+graceful stop of the leader hands over without losing or doubling a scheduled run."""
+
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Kubectl, QueueServiceProcess
+from tests.e2e.conftest import Operator, OperatorFactory, list_jobs, status_of, trigger_manifest, wait_for
+
+LEASE = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5")
+
+
+def lease_holder(kubectl: Kubectl) -> str | None:
+    result = kubectl("get", "lease", "portico-operator", "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    holder: str | None = json.loads(result.stdout)["spec"].get("holderIdentity")
+    return holder
+
+
+def two_replicas(start_operator: OperatorFactory) -> dict[str, Operator]:
+    return {name: start_operator("--id", name, *LEASE) for name in ("replica-a", "replica-b")}
+
+
+def ticks_are_exactly_once(queue_url: str) -> list[datetime]:
+    jobs = list_jobs(queue_url, queue="ticks")
+    times = sorted(datetime.fromisoformat(j["metadata"]["scheduled_time"]) for j in jobs)
+    assert len(times) == len(set(times)), "a scheduled second was enqueued twice"
+    gaps = [(a, b) for a, b in zip(times, times[1:], strict=False) if b - a != timedelta(seconds=1)]
+    assert gaps == [], f"scheduled seconds missing between {gaps}"
+    return times
+
+
+def post(url: str, body: dict[str, Any]) -> int:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_crash_and_graceful_failover_keep_every_run_exactly_once(
+    kubectl: Kubectl, start_operator: OperatorFactory, queue_service_process: QueueServiceProcess
+) -> None:
+    replicas = two_replicas(start_operator)
+    leader = wait_for(lambda: lease_holder(kubectl), message="a leader")
+    kubectl.apply(
+        trigger_manifest(
+            "ticker",
+            {"schedule": {"cron": "@every 1s", "catchUp": "All", "startingDeadlineSeconds": 60}},
+            job={"type": "e2e.tick", "queue": "ticks"},
+        )
+    )
+    wait_for(
+        lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= 3, timeout=20, message="ticks"
+    )
+
+    replicas[leader].process.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    survivor = next(n for n in replicas if n != leader)
+    wait_for(lambda: lease_holder(kubectl) == survivor, timeout=10, interval=0.05, message="take-over")
+    assert time.monotonic() - killed <= 4 + 1.5, "taken over within the lease duration"
+    before = len(list_jobs(queue_service_process.url, queue="ticks"))
+    wait_for(
+        lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= before + 3,
+        timeout=15,
+        message="the survivor fires",
+    )
+    ticks_are_exactly_once(queue_service_process.url)
+
+    restarted = start_operator("--id", leader, *LEASE)
+    time.sleep(1)
+    assert lease_holder(kubectl) == survivor
+    replicas[survivor].process.stop(signal.SIGTERM)
+    stopped = time.monotonic()
+    wait_for(lambda: lease_holder(kubectl) == leader, timeout=10, interval=0.05, message="graceful hand-over")
+    assert time.monotonic() - stopped <= 3 + 1, "graceful hand-over within about 3 s"
+    wait_for(lambda: status_of(kubectl, "ticker").get("isRunning") is True, message="still running")
+    before = len(list_jobs(queue_service_process.url, queue="ticks"))
+    wait_for(lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= before + 2, timeout=15)
+    restarted.process.stop(signal.SIGTERM)
+    times = ticks_are_exactly_once(queue_service_process.url)
+    status = status_of(kubectl, "ticker")
+    assert status["jobsCreated"] >= len(times) - 1, "counters survived two hand-overs"
+
+
+def test_webhooks_are_served_by_every_replica_through_a_crash(
+    kubectl: Kubectl, start_operator: OperatorFactory, queue_service_process: QueueServiceProcess
+) -> None:
+    replicas = two_replicas(start_operator)
+    wait_for(lambda: lease_holder(kubectl), message="a leader")
+    kubectl.apply(trigger_manifest("hook", {"webhook": {"auth": {"type": "none"}}}, job={"type": "e2e.hook"}))
+    path = wait_for(lambda: status_of(kubectl, "hook").get("webhookPath"), message="webhook path")
+    urls = {name: op.webhook_url + path for name, op in replicas.items()}
+    for url in urls.values():
+        wait_for(lambda url=url: post(url, {"job_type": "e2e.hook", "payload": {}}) == 202, message=url)
+
+    leader = lease_holder(kubectl)
+    survivor = next(n for n in replicas if n != leader)
+    results: list[int] = []
+    stop = threading.Event()
+
+    def send_to_survivor() -> None:
+        i = 0
+        while not stop.is_set():
+            results.append(post(urls[survivor], {"job_type": "e2e.hook", "payload": {"i": i}}))
+            i += 1
+            time.sleep(0.02)
+
+    sender = threading.Thread(target=send_to_survivor)
+    sender.start()
+    time.sleep(1)
+    assert leader is not None
+    replicas[leader].process.stop(signal.SIGKILL)
+    time.sleep(3)
+    stop.set()
+    sender.join()
+    assert results and all(code == 202 for code in results), f"codes seen: {sorted(set(results))}"
+
+    wait_for(lambda: lease_holder(kubectl) == survivor, timeout=10, message="take-over")
+    accepted = len(list_jobs(queue_service_process.url, job_type="e2e.hook"))
+    wait_for(
+        lambda: status_of(kubectl, "hook").get("jobsCreated") == accepted,
+        timeout=10,
+        message=f"jobsCreated == {accepted} (counts from both replicas)",
+    )
+
+
+def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> None:
+    op = start_operator("--no-leader-election")
+    kubectl.apply(trigger_manifest("hook", {"webhook": {"auth": {"type": "none"}}}, job={"type": "e2e.hook"}))
+    path = wait_for(lambda: status_of(kubectl, "hook").get("webhookPath"), message="webhook path")
+    assert post(op.webhook_url + path, {"job_type": "e2e.hook", "payload": {}}) == 202
+    assert post(op.webhook_url + path, "not an object") in (400, 415)  # type: ignore[arg-type]
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    ns = kubectl.namespace
+    assert (
+        samples[
+            ("portico_jobs_created_total", (("namespace", ns), ("source", "webhook"), ("trigger", "hook")))
+        ]
+        == 1
+    )
+    assert (
+        samples[("portico_webhook_requests_total", (("code", "202"), ("namespace", ns), ("trigger", "hook")))]
+        == 1
+    )
+    assert samples[("portico_triggers", (("phase", "Running"),))] == 1
+    assert (
+        samples[("portico_webhook_request_duration_seconds_count", (("namespace", ns), ("trigger", "hook")))]
+        == 2
+    )
+    assert ("portico_status_patches_total", ()) in samples
