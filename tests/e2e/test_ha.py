@@ -1,6 +1,7 @@
 """Two operator replicas: one leader runs the single-active sources, both serve webhooks; a crash or a
 graceful stop of the leader hands over without losing or doubling a scheduled run."""
 
+import itertools
 import json
 import signal
 import threading
@@ -34,7 +35,7 @@ def ticks_are_exactly_once(queue_url: str) -> list[datetime]:
     jobs = list_jobs(queue_url, queue="ticks")
     times = sorted(datetime.fromisoformat(j["metadata"]["scheduled_time"]) for j in jobs)
     assert len(times) == len(set(times)), "a scheduled second was enqueued twice"
-    gaps = [(a, b) for a, b in zip(times, times[1:], strict=False) if b - a != timedelta(seconds=1)]
+    gaps = [(a, b) for a, b in itertools.pairwise(times) if b - a != timedelta(seconds=1)]
     assert gaps == [], f"scheduled seconds missing between {gaps}"
     return times
 
