@@ -226,6 +226,11 @@ def test_spec_defaults_and_wire_names() -> None:
         ),
         ({**NO_AUTH, "payloadSchema": {"type": "objekt"}}, "payloadSchema is not a valid JSON Schema"),
         ({**NO_AUTH, "payloadSchema": {"properties": {"a": {"minLength": -1}}}}, "$.properties.a.minLength"),
+        ({**NO_AUTH, "payloadSchema": {"$ref": "https://example.org/s.json"}}, "only refer to its own parts"),
+        (
+            {**NO_AUTH, "payloadSchema": {"properties": {"a": {"$ref": "#/$defs/gone"}}}},
+            "'#/$defs/gone' points to nothing",
+        ),
         (
             {**NO_AUTH, "jobTypeFromHeader": {"header": "X-Event", "mapping": {"push": "ci"}}},
             "mode payload only",
@@ -254,6 +259,14 @@ def test_invalid_specs_are_refused_with_the_problem(spec: dict[str, Any], proble
     with pytest.raises(ValidationError) as info:
         WebhookSpec.model_validate(spec)
     assert problem in str(info.value)
+
+
+def test_local_references_and_data_that_looks_like_one_are_fine() -> None:
+    schema = {
+        "$defs": {"amount": {"type": "integer"}},
+        "properties": {"a": {"$ref": "#/$defs/amount"}, "b": {"const": {"$ref": "not a reference"}}},
+    }
+    assert WebhookSpec.model_validate({**NO_AUTH, "payloadSchema": schema}).payload_schema == schema
 
 
 def test_cel_rules_are_declared_for_the_crd() -> None:

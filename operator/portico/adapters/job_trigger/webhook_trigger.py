@@ -20,11 +20,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import jsonschema
+import referencing
+import referencing.exceptions
 from aiohttp import web
 from jsonschema import exceptions as jsonschema_errors
 from jsonschema.protocols import Validator
@@ -37,6 +39,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from referencing.jsonschema import DRAFT202012
 
 from portico.adapters.job_trigger.common import JobEmitter
 from portico.adapters.job_trigger.webhook_auth import (
@@ -84,10 +87,28 @@ JobTypeName = Annotated[str, Field(min_length=1, max_length=253)]
 HeaderName = Annotated[str, Field(min_length=1, max_length=128, pattern=HEADER_NAME_PATTERN)]
 
 
+_NOT_SCHEMAS = frozenset({"const", "enum", "default", "examples"})
+"""Keywords whose values are data, not subschemas: a `$ref` key inside them is not a reference."""
+
+
+def _references(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield value
+            elif key not in _NOT_SCHEMAS:
+                yield from _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item)
+
+
 def compile_payload_schema(schema: Mapping[str, Any]) -> Validator:
     """A validator for `payloadSchema` (JSON Schema, draft 2020-12 unless `$schema` says otherwise).
 
     Used both when a spec is validated and when the trigger starts, so "valid" and "runs" agree.
+    References must stay inside the schema and resolve: remote schemas are never fetched, and a
+    dangling reference would otherwise only fail when a request reaches it.
     Raises ValueError naming what is wrong with the schema.
     """
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -97,6 +118,15 @@ def compile_payload_schema(schema: Mapping[str, Any]) -> Validator:
         raise ValueError(
             f"payloadSchema is not a valid JSON Schema: {exc.message} (at {exc.json_path})"
         ) from None
+    resource = referencing.Resource.from_contents(dict(schema), default_specification=DRAFT202012)
+    resolver = referencing.Registry().with_resource("", resource).resolver(base_uri="")
+    for reference in _references(schema):
+        if not reference.startswith("#"):
+            raise ValueError(f"payloadSchema may only refer to its own parts (#...), not {reference!r}")
+        try:
+            resolver.lookup(reference)
+        except referencing.exceptions.Unresolvable:
+            raise ValueError(f"payloadSchema reference {reference!r} points to nothing") from None
     validator: Validator = cls(schema)
     return validator
 
