@@ -222,6 +222,7 @@ class QueueServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        self._close_pipe()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -231,6 +232,11 @@ class QueueServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture

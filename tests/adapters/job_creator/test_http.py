@@ -18,7 +18,7 @@ from aiohttp import web
 from portico.adapters.job_creator.http import HttpJobCreator, header_safe_idempotency_key, parse_retry_after
 from portico.ports.job_creator import JobCreationError, JobStatus
 from portico.queue_service.validation import IDEMPOTENCY_KEY_PATTERN
-from tests.conftest import RunningQueueService
+from tests.conftest import QueueServiceProcess, RunningQueueService
 
 Behaviour = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
@@ -374,6 +374,28 @@ async def test_close_is_idempotent_and_final(server: ScriptedServer) -> None:
         await creator.create_job("t", {})
     assert caught.value.retryable is False
     assert server.seen == []
+
+
+@pytest.mark.looptime
+async def test_closing_during_a_call_ends_it_with_a_retryable_error(server: ScriptedServer) -> None:
+    server.script = [hanging]
+    creator = HttpJobCreator(server.url, request_timeout=60, deadline=300)
+    call = asyncio.create_task(creator.create_job("t", {}))
+    while not server.seen:
+        await asyncio.sleep(0.01)
+    await creator.close()
+    with pytest.raises(JobCreationError) as caught:
+        await call
+    assert caught.value.retryable is True, "the job may exist: the same key may be retried later"
+    assert asyncio.get_running_loop().time() < 1
+
+
+def test_one_creator_serves_successive_event_loops(queue_service_process: QueueServiceProcess) -> None:
+    creator = HttpJobCreator(queue_service_process.url)
+    first = asyncio.run(creator.create_job("t", {}, idempotency_key="k"))
+    again = asyncio.run(creator.create_job("t", {}, idempotency_key="k"))
+    asyncio.run(creator.close())
+    assert first == again
 
 
 # -- get_job ----------------------------------------------------------------------------------------------

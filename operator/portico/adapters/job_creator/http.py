@@ -118,6 +118,7 @@ class HttpJobCreator(JobCreator):
         self._backoff_max = backoff_max
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._jobs_url = URL(f"{self._base}/v1/jobs", encoded=True)
         self._full_timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
@@ -137,9 +138,15 @@ class HttpJobCreator(JobCreator):
             await session.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
+        """The shared session, made on first use. A session belongs to one event loop; used from another
+        (a library user calling `asyncio.run` twice), the creator starts a fresh pool there."""
         if self._closed:
             raise JobCreationError("the job creator is closed", retryable=False)
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._session_loop is not loop:
+            self._session = None
         if self._session is None:
+            self._session_loop = loop
             headers = {"User-Agent": f"portico/{__version__}", "Accept": "application/json"}
             if self._token:
                 headers["Authorization"] = f"Bearer {self._token}"
@@ -212,6 +219,9 @@ class HttpJobCreator(JobCreator):
         deadline = started + self._deadline
         attempt = 0
         while True:
+            if session.closed:
+                message = f"{what}: the job creator was closed before an answer arrived"
+                raise JobCreationError(message, retryable=True)
             attempt += 1
             remaining = deadline - loop.time()
             try:
