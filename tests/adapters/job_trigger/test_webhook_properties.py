@@ -58,7 +58,14 @@ bodies = st.one_of(
         lambda n: b'{"job_type": "ok.job", "x": "' + b"a" * n + b'"}'
     ),
     st.sampled_from(
-        [b"", b"{", b'{"job_type": NaN}', b"[" * 5000 + b"]" * 5000, b'{"a": 1' + b"0" * 5000 + b"}"]
+        [
+            b"",
+            b"{",
+            b'{"job_type": NaN}',
+            b'{"job_type": "ok.job", "payload": {"a": "\\udc00"}}',
+            b"[" * 5000 + b"]" * 5000,
+            b'{"a": 1' + b"0" * 5000 + b"}",
+        ]
     ),
 )
 content_types = st.one_of(

@@ -68,15 +68,18 @@ class HangingJobCreator(JobCreator):
 class FailingJobCreator(InMemoryJobCreator):
     """Refuses the first `failures` jobs with the given error, then behaves."""
 
-    def __init__(self, failures: int, *, retryable: bool) -> None:
+    def __init__(self, failures: int, *, retryable: bool, status: int = 503) -> None:
         super().__init__()
         self.failures = failures
         self.retryable = retryable
+        self.status = status
 
     async def create_job(self, job_type: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> Job:
         if self.failures > 0:
             self.failures -= 1
-            raise JobCreationError("queue service answered 503", retryable=self.retryable, status=503)
+            raise JobCreationError(
+                f"queue service answered {self.status}", retryable=self.retryable, status=self.status
+            )
         return await super().create_job(job_type, payload, *args, **kwargs)
 
 
@@ -329,12 +332,19 @@ async def test_malformed_json_is_400(
         b"\xff\xfe",
         b'{"job_type": NaN}',
         b'{"job_type": "x", "payload": {"a": Infinity}}',
+        b'{"job_type": "x", "payload": {"lone surrogate": "\\ud800"}}',
+        b'{"job_type": "x", "payload": {"\\uDFFF": 1}}',
     ):
         status, body, _ = await post(http, trigger.url, raw)
         assert status == 400, raw
         assert body["error"] == "the body is not valid JSON"
     status, body, _ = await post(http, trigger.url, b"[1, 2]")
     assert status == 400
+    status, body, _ = await post(
+        http, trigger.url, b'{"job_type": "x", "payload": {"smile": "\\ud83d\\ude00"}}'
+    )
+    assert status == 202
+    assert jobs.jobs.pop(body["job_id"]).payload == {"smile": "\U0001f600"}
     status, body, _ = await post(http, trigger.url, {"payload": {}})
     assert status == 400
     assert "job_type" in body["error"]
@@ -512,10 +522,12 @@ async def test_retryable_failure_is_503_permanent_is_502_and_recovery_is_announc
     assert (await post(http, trigger.url, {"job_type": "x"}))[0] == 202
     assert [e[1] for e in events.events] == ["JobCreationFailed", "QueueRecovered"]
 
-    rejecting = FailingJobCreator(1, retryable=False)
-    trigger2 = await serve(server, rejecting, name="other")
-    assert (await post(http, trigger2.url, {"job_type": "x"}))[0] == 502
-    assert not rejecting.jobs
+    for status, answer in ((401, 502), (400, 400), (413, 413)):
+        rejecting = FailingJobCreator(1, retryable=False, status=status)
+        rejected = await serve(server, rejecting, name=f"rejected-{status}")
+        assert (await post(http, rejected.url, {"job_type": "x"}))[0] == answer
+        assert not rejecting.jobs
+    assert [e[1] for e in events.events] == ["JobCreationFailed", "QueueRecovered"]
 
 
 # --- delivery ids -------------------------------------------------------------------------------------
@@ -572,6 +584,12 @@ async def test_idempotency_key_header_and_configured_delivery_header(
         {"Content-Type": "application/json", "Idempotency-Key": "k" * 201},
     )
     assert status == 400
+    for bad in ("has space", "caf\u00e9"):
+        status, body, _ = await post(
+            http, trigger.url, {"job_type": "x"}, {"Content-Type": "application/json", "Idempotency-Key": bad}
+        )
+        assert status == 400
+        assert "visible ASCII" in body["error"]
 
 
 async def test_same_delivery_id_on_two_triggers_makes_two_jobs(

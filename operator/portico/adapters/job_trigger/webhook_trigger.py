@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -803,8 +804,10 @@ class WebhookTrigger(JobTrigger):
             candidates.append(self._sender.delivery_from_body(document))
         for candidate in candidates:
             if isinstance(candidate, str) and candidate:
-                if len(candidate) > MAX_DELIVERY_ID_LENGTH:
-                    raise _Refusal(400, f"the delivery id exceeds {MAX_DELIVERY_ID_LENGTH} characters")
+                if not _DELIVERY_ID.fullmatch(candidate):
+                    raise _Refusal(
+                        400, f"the delivery id must be 1 to {MAX_DELIVERY_ID_LENGTH} visible ASCII characters"
+                    )
                 return candidate
         return None
 
@@ -814,7 +817,7 @@ class WebhookTrigger(JobTrigger):
             event = headers.get(self._sender.event_header)
         elif self._sender.event_from_body is not None:
             event = self._sender.event_from_body(document)
-        return event[:MAX_METADATA_VALUE_LENGTH] if isinstance(event, str) else None
+        return _metadata_text(event) if isinstance(event, str) else None
 
     def _metadata(
         self, headers: Mapping[str, str], delivery_id: str | None, *, event: str | None
@@ -827,7 +830,7 @@ class WebhookTrigger(JobTrigger):
         for name in self.config.record_headers:
             value = headers.get(name)
             if value is not None:
-                metadata[f"webhook.header.{name.lower()}"] = value[:MAX_METADATA_VALUE_LENGTH]
+                metadata[f"webhook.header.{name.lower()}"] = _metadata_text(value)
         return metadata
 
     async def _create(
@@ -856,6 +859,16 @@ class WebhookTrigger(JobTrigger):
                 idempotency_key=idempotency_key,
             )
         except JobCreationError as exc:
+            if exc.status in (400, 413, 415, 422) and not exc.retryable:
+                too_large = exc.status == 413
+                raise _Refusal(
+                    413 if too_large else 400,
+                    "the job is larger than the queue service accepts"
+                    if too_large
+                    else "the queue service refused the job as invalid",
+                    reason=f"job creation rejected: {exc}",
+                    delivery_id=delivery_id,
+                ) from None
             self._queue_trouble(str(exc))
             if exc.retryable:
                 raise _Refusal(
@@ -900,13 +913,25 @@ def _refuse_constant(name: str) -> object:
 
 _STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
 """Strict JSON: NaN and Infinity, which Python would accept, are refused like any other non-JSON."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_DELIVERY_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_DELIVERY_ID_LENGTH}}}")
 
 
 def _parse_json(body: bytes) -> object:
+    """The body as JSON (UTF-8). Text must be Unicode: an escaped lone surrogate (`"\\ud800"`), which
+    JSON's grammar allows, could not be stored or sent on as UTF-8, so it is refused here."""
     try:
-        return _STRICT_JSON.decode(body.decode("utf-8"))
+        document = _STRICT_JSON.decode(body.decode("utf-8"))
+        if _SURROGATE_ESCAPE.search(body):
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         raise _Refusal(400, "the body is not valid JSON") from None
+    return document
+
+
+def _metadata_text(value: str) -> str:
+    """A header value as metadata: bounded, and valid Unicode even when the header's bytes were not."""
+    return value[:MAX_METADATA_VALUE_LENGTH].encode("utf-8", "replace").decode("utf-8")
 
 
 def default_path(ref: TriggerRef) -> str:
