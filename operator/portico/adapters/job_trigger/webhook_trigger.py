@@ -602,6 +602,8 @@ class WebhookTrigger(JobTrigger):
             )
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
         if self._shared_server is None and server is not None:
             await server.stop()
             self._server = None
