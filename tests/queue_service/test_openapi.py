@@ -6,6 +6,7 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -52,5 +53,7 @@ def test_the_served_document_is_the_one_under_test(served: QueueServiceProcess) 
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
-def test_the_service_keeps_its_openapi_contract(case: schemathesis.Case, served: QueueServiceProcess) -> None:
+def test_the_service_keeps_its_openapi_contract(
+    case: schemathesis.Case[Any], served: QueueServiceProcess
+) -> None:
     case.call_and_validate(base_url=served.url)
