@@ -144,47 +144,68 @@ def queue_service_for_chart(tmp_path: Path) -> Iterator[Any]:
         service.stop()
 
 
+# Flags of the chart's Deployment that only make sense inside the pod; the test replaces them with
+# free local ports, its own queue service and a text log.
+POD_ONLY_FLAGS = (
+    "--webhook-port",
+    "--health-port",
+    "--metrics-port",
+    "--queue-token-file",
+    "--log-format",
+)
+
+
+def deployment_args(objects: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The operator container's arguments (without the command) and its plain environment values."""
+    (deployment,) = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = [a for a in container["args"] if not a.startswith(POD_ONLY_FLAGS)]
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return args, env
+
+
 @pytest.fixture
 def start_chart_operator(queue_service_for_chart: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """Runs `portico operator` outside the cluster, with the given kubeconfig (a ServiceAccount token)
-    and the arguments and environment the chart's Deployment gives it."""
+    """Runs `portico operator` outside the cluster with the arguments of the chart's Deployment and a
+    kubeconfig holding a token of the chart's ServiceAccount, so it has exactly the chart's RBAC."""
     from portico.testing.control_plane import free_port
     from tests.e2e.conftest import PORTICO, Operator, Process, wait_healthy
 
     started: list[Any] = []
 
-    def start(kubeconfig: Path, *, namespaces: tuple[str, ...], pod_namespace: str) -> Any:
+    def start(kubeconfig: Path, objects: list[dict[str, Any]], *, pod_namespace: str) -> Any:
+        args, env = deployment_args(objects)
+        assert args[0] == "operator"
+        env.pop("PORTICO_QUEUE_URL", None)
+        env.update(
+            {
+                "PORTICO_LOG_FORMAT": "text",
+                "POD_NAME": f"operator-{len(started)}",
+                "POD_NAMESPACE": pod_namespace,
+            }
+        )
         op = Operator(
-            Process(
-                [],
-                tmp_path / f"operator-{len(started)}.log",
-                env={"POD_NAME": f"portico-operator-{len(started)}", "POD_NAMESPACE": pod_namespace},
-            ),
+            Process([], tmp_path / f"operator-{len(started)}.log", env=env),
             webhook_port=free_port(),
             health_port=free_port(),
             metrics_port=free_port(),
         )
         op.process.args = [
             *PORTICO,
-            "operator",
-            *[f"--namespace={n}" for n in namespaces],
+            *args,
             "--kubeconfig",
             str(kubeconfig),
             "--queue-url",
             queue_service_for_chart.url,
-            "--webhook-host",
-            "127.0.0.1",
+            "--webhook-host=127.0.0.1",
             f"--webhook-port={op.webhook_port}",
-            "--health-host",
-            "127.0.0.1",
+            "--health-host=127.0.0.1",
             f"--health-port={op.health_port}",
-            "--metrics-host",
-            "127.0.0.1",
+            "--metrics-host=127.0.0.1",
             f"--metrics-port={op.metrics_port}",
-            "--status-interval=0.5",
-            "--stop-timeout=10",
             "--log-format=text",
-            "--log-level=INFO",
         ]
         op.process.start()
         started.append(op)

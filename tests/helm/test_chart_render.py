@@ -13,7 +13,7 @@ RELEASE_NS = "portico-system"
 OPERATOR = "portico-portico-triggers-operator"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 EXPECTED_OPERATOR_RULES = {
-    ("triggers.portico.dev", "jobtriggers"): {"list", "watch", "patch"},
+    ("triggers.portico.dev", "jobtriggers"): {"get", "list", "watch", "patch"},
     ("triggers.portico.dev", "jobtriggers/status"): {"patch"},
     ("", "events"): {"create", "patch"},
     ("", "secrets"): {"get", "list", "watch"},
@@ -139,6 +139,11 @@ def test_cluster_wide_rbac_is_least_privilege(render: Render) -> None:
     lease_role = one(objects, "Role", f"{OPERATOR}-leader-election")
     assert lease_role["metadata"]["namespace"] == RELEASE_NS
     assert rules_by_resource(lease_role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+    named = [r for r in lease_role["rules"] if set(r["verbs"]) & {"get", "update"}]
+    assert all(r.get("resourceNames") == [OPERATOR] for r in named), "renewal is limited to our own Lease"
+    args = operator_container(objects)["args"]
+    assert arg_value(args, "--lease-name") == OPERATOR
+    assert arg_value(args, "--lease-namespace") == RELEASE_NS
     operator_roles = [r for r in find(objects, "Role") if r["metadata"]["name"] == OPERATOR]
     assert not operator_roles
 
@@ -368,6 +373,7 @@ def test_schema_rejects_wrong_values(helm: Helm, values: dict[str, Any], message
             "must be longer than stopTimeoutSeconds",
         ),
         ({"replicaCount": 2, "leaderElection.enabled": False}, "needs leaderElection.enabled"),
+        ({"leaderElection.renewDeadlineSeconds": 20}, "retryPeriodSeconds < renewDeadlineSeconds"),
         ({"queueService.url": ""}, "queueService.url is required"),
         ({"serviceAccount.create": False}, "serviceAccount.name is required"),
     ],

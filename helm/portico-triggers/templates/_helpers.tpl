@@ -123,14 +123,15 @@ The namespaces the operator watches, as a list ("" entries dropped, duplicates r
 {{- end }}
 
 {{/*
-RBAC rules the operator needs where triggers live: the JobTrigger watch and patches (finalizer,
-Kopf's progress annotations), the status subresource, Events on JobTriggers, and the Secrets the
-triggers reference (read and watched for rotation; never written).
+RBAC rules the operator needs where triggers live: the JobTrigger watch, reads (the status writer
+re-reads an object after a conflicting write) and patches (its finalizer), the status subresource,
+Events on JobTriggers, and the Secrets the triggers reference (read and watched for rotation; never
+written).
 */}}
 {{- define "portico-triggers.operatorRules" -}}
 - apiGroups: ["triggers.portico.dev"]
   resources: ["jobtriggers"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["triggers.portico.dev"]
   resources: ["jobtriggers/status"]
   verbs: ["patch"]
@@ -140,4 +141,11 @@ triggers reference (read and watched for rotation; never written).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{/*
+The leader-election Lease: one per release, in the release namespace.
+*/}}
+{{- define "portico-triggers.leaseName" -}}
+{{- include "portico-triggers.operatorName" . }}
 {{- end }}
