@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.helm.conftest import CHART_DIR, QUEUE_URL, Helm, Render, find, one, set_args
 
@@ -399,3 +400,17 @@ def test_every_object_carries_the_chart_labels(render: Render) -> None:
         assert labels["app.kubernetes.io/name"] == "portico-triggers"
         namespaced = obj["kind"] not in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
         assert ("namespace" in obj["metadata"]) == namespaced, obj["metadata"]["name"]
+
+
+def test_notes_give_a_first_trigger_that_validates(helm: Helm) -> None:
+    from portico.operator.validate import validate_document
+
+    values = set_args({"queueService.url": QUEUE_URL, "watchNamespaces": ["payments"]})
+    out = helm("install", "portico", str(CHART_DIR), "-n", RELEASE_NS, "--dry-run=client", *values).stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert "kubectl apply -n payments -f - <<'YAML'\n" in notes
+    manifest = notes.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    doc = yaml.safe_load(manifest)
+    assert doc["kind"] == "JobTrigger"
+    assert validate_document(doc) == []
+    assert "kubectl get jt -n payments" in notes
