@@ -22,7 +22,7 @@ STATE = ROOT / ".local"
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    out = open(log, "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
         args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
     )
