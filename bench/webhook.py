@@ -9,7 +9,7 @@ metadata, idempotency key from the delivery id, 202 only after the queue service
 the floor does only the forwarding. Prints one JSON line per figure; the goal is at least 70 % of the
 floor's rate and a p99 of at most 50 ms.
 
-    .venv/bin/python bench/webhook.py [--requests 5000] [--concurrency 64] [--rounds 2]
+    .venv/bin/python bench/webhook.py [--requests 5000] [--concurrency 64] [--rounds 4]
 
 Rounds alternate which server runs first (webhook, floor, floor, webhook, ...), so the queue service's
 growing database weighs on both alike.
@@ -213,7 +213,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="rounds per target, alternating which goes first"
+        "--rounds", type=int, default=4, help="rounds per target, alternating which goes first"
     )
     parser.add_argument("--serve", choices=["webhook", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--queue-url", help=argparse.SUPPRESS)
