@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.adapters.job_trigger.webhook_server import LATENCY_BUCKETS, WebhookServer
@@ -138,7 +139,7 @@ def github_headers(body: bytes, secret: str = SECRET, **extra: str) -> dict[str,
 
 async def post(
     http: aiohttp.ClientSession, url: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, dict[str, Any], CIMultiDictProxy[str]]:
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     hdrs = {"Content-Type": "application/json"} if headers is None else headers
     async with http.post(url, data=data, headers=hdrs) as response:
