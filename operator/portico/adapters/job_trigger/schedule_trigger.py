@@ -345,8 +345,8 @@ class ScheduleTrigger(JobTrigger):
             self._runs.append(run)
         self._runs[0].skipped, self._runs[0].missed = skipped_runs, missed_runs
         self._running = False
-        self._stopped: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._stop_waiters: set[asyncio.Future[bool]] | None = None
 
     # --- JobTrigger -------------------------------------------------------------------------------
 
@@ -366,7 +366,6 @@ class ScheduleTrigger(JobTrigger):
         scheduler = self.scheduler
         if scheduler.closed:
             raise TriggerStartError("the schedule source is closed", reason="SchedulerClosed", retryable=True)
-        self._stopped = asyncio.Event()
         self._running = True
         now = scheduler.now()
         try:
@@ -384,13 +383,14 @@ class ScheduleTrigger(JobTrigger):
             return
         self._running = False
         self._resume_from_now = True
-        if self._stopped is not None:
-            self._stopped.set()
+        for waiter in list(self._stop_waiters or ()):
+            if not waiter.done():
+                waiter.set_result(True)
         for run in self._runs:
             if run.handle is not None:
                 run.handle.cancel()
             run.handle = run.next_time = run.following = None
-        tasks = set(self._tasks)
+        tasks = set(self._tasks or ())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
             for task in pending:
@@ -551,6 +551,8 @@ class ScheduleTrigger(JobTrigger):
 
     def _dispatch(self, run: _Run, scheduled: datetime, *, horizon: datetime) -> None:
         task = asyncio.get_running_loop().create_task(self._fire(run, scheduled, horizon))
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -651,15 +653,24 @@ class ScheduleTrigger(JobTrigger):
         self.events.changed()
 
     async def _wait_stopped(self, delay: float) -> bool:
-        """Sleep `delay` seconds; True if the trigger was stopped meanwhile."""
-        stopped = self._stopped
-        if stopped is None:
-            return True
+        """Sleep `delay` seconds; True if the trigger was stopped meanwhile. (A future per wait rather
+        than an Event per trigger: idle triggers stay small.)"""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        if self._stop_waiters is None:
+            self._stop_waiters = set()
+        self._stop_waiters.add(waiter)
+        handle = loop.call_later(delay, _resolve, waiter, False)
         try:
-            await asyncio.wait_for(stopped.wait(), timeout=delay)
-        except TimeoutError:
-            return False
-        return True
+            return await waiter
+        finally:
+            handle.cancel()
+            self._stop_waiters.discard(waiter)
+
+
+def _resolve(waiter: "asyncio.Future[bool]", value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 def _default_name(schedules: Sequence[ScheduleConfig]) -> str:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, available_timezones
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,18 @@ def _next_in(values: tuple[int, ...], at_least: int) -> int | None:
     return values[i] if i < len(values) else None
 
 
+_SHARED_VALUES: dict[Any, Any] = {}
+
+_T = TypeVar("_T", tuple[int, ...], frozenset[int])
+
+
+def _shared(values: _T) -> _T:
+    """One object per distinct set of field values: thousands of expressions mostly repeat the same
+    `*` fields, and each copy would cost hundreds of bytes per schedule."""
+    shared: _T = _SHARED_VALUES.setdefault(values, values)
+    return shared
+
+
 @lru_cache(maxsize=4096)
 def parse_cron(expression: str) -> CronExpression:
     """Parse a 5-field (`m h dom mon dow`) or 6-field (`s m h dom mon dow`) cron expression or a macro.
@@ -268,12 +281,12 @@ def parse_cron(expression: str) -> CronExpression:
     (seconds, _), (minutes, _), (hours, _), (days, any_day), (months, _), (weekdays, any_weekday) = parsed
     cron = CronExpression(
         source=text,
-        seconds=tuple(sorted(seconds)),
-        minutes=tuple(sorted(minutes)),
-        hours=tuple(sorted(hours)),
-        days=tuple(sorted(days)),
-        months=tuple(sorted(months)),
-        weekdays=weekdays,
+        seconds=_shared(tuple(sorted(seconds))),
+        minutes=_shared(tuple(sorted(minutes))),
+        hours=_shared(tuple(sorted(hours))),
+        days=_shared(tuple(sorted(days))),
+        months=_shared(tuple(sorted(months))),
+        weekdays=_shared(weekdays),
         any_day=any_day,
         any_weekday=any_weekday,
     )
@@ -335,13 +348,16 @@ def parse_time_zone(name: str) -> ZoneInfo:
         raise ScheduleError(f"unknown time zone {name!r}: {exc}") from None
 
 
+_NO_DATES: frozenset[date] = frozenset()
+
+
 class Timetable(ABC):
     """The fire times of one schedule: instants (aware UTC datetimes) in increasing order."""
 
     def __init__(self, expression: str, tz: ZoneInfo, exclusion_dates: Iterable[date]) -> None:
         self.expression = expression
         self.tz = tz
-        self.exclusion_dates = frozenset(exclusion_dates)
+        self.exclusion_dates = frozenset(exclusion_dates) or _NO_DATES
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after `moment`, skipping excluded dates (in the schedule's
