@@ -24,6 +24,7 @@ FULL_STATUS: dict[str, Any] = {
     "skippedRuns": 2,
     "missedRuns": 1,
     "webhookPath": "/hooks/ns/name",
+    "webhookRequests": {"202": 120, "401": 3},
     "conditions": [
         {
             "type": "Ready",

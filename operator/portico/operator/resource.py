@@ -73,6 +73,9 @@ class JobTriggerStatus(SpecModel):
         default=None, description="Schedule: runs that could not be created before their deadline."
     )
     webhook_path: str | None = Field(default=None, description="Webhook: the URL path this trigger serves.")
+    webhook_requests: dict[str, int] | None = Field(
+        default=None, description="Webhook: requests this replica answered, by HTTP status code."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Latest observations of the trigger's state (Ready)."
     )
