@@ -296,6 +296,20 @@ VALID = b'{"job_type": "x"}'
         pytest.param(b'{"job_type": 5}', JSON_HEADERS, 400, "job_type", id="job-type-number"),
         pytest.param(b'{"job_type": "\\ud800"}', JSON_HEADERS, 400, "job_type", id="lone-surrogate"),
         pytest.param(
+            b'{"job_type": "x", "payload": {"k": "\\udc00"}}',
+            JSON_HEADERS,
+            400,
+            "payload.k",
+            id="surrogate-in-payload",
+        ),
+        pytest.param(
+            b'{"job_type": "x", "metadata": {"k": "a\\uD83D"}}',
+            JSON_HEADERS,
+            400,
+            "metadata.k",
+            id="surrogate-in-metadata",
+        ),
+        pytest.param(
             b'{"job_type": "x", "priority": "high"}', JSON_HEADERS, 400, "priority", id="priority-text"
         ),
         pytest.param(

@@ -85,14 +85,49 @@ def _reject_constant(name: str) -> NoReturn:
 _strict_json = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8 (RFC 8259), no NaN or Infinity (they cannot be sent back as JSON)."""
+    """Strict JSON: UTF-8 (RFC 8259), no NaN or Infinity, no unpaired surrogate escapes (none of
+    them could be sent back as valid JSON)."""
     if not body:
         raise RequestError("body", "the request body is empty; a JSON object is required")
     try:
-        return _strict_json.decode(body.decode("utf-8"))
+        data = _strict_json.decode(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise RequestError("body", f"the body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(body):
+        field = _unpaired_surrogate(data, "")
+        if field is not None:
+            raise RequestError(
+                field or "body", f"{field or 'body'} contains an unpaired UTF-16 surrogate escape"
+            )
+    return data
+
+
+def _unpaired_surrogate(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (or key) with an unpaired surrogate, if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            found = _unpaired_surrogate(key, inner)
+            if found is None:
+                found = _unpaired_surrogate(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unpaired_surrogate(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _object(data: Any, allowed: frozenset[str]) -> dict[str, Any]:
