@@ -9,6 +9,7 @@ packages are never used.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import glob
@@ -21,7 +22,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,14 +55,17 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _spawn_options() -> dict[str, Any]:
-    """Popen options for a service process: its own process group, and death with its parent. The kernel's
-    "parent" is the forking thread, so from a worker thread (`asyncio.to_thread(server.restart)`), whose
-    exit would kill the service, only `stop()` cleans up."""
-    options: dict[str, Any] = {"start_new_session": True}
-    if threading.current_thread() is threading.main_thread():
-        options["preexec_fn"] = _die_with_parent
-    return options
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="portico-services")
+"""The one thread that starts service processes. The kernel's "parent" of a death signal is the thread
+that forked, so a service started from a short-lived thread (`asyncio.to_thread(server.restart)`) would be
+killed when that thread ends; this thread lives as long as the process."""
+
+
+def _spawn(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start a service process in its own process group, dying with this process."""
+    return _SPAWNER.submit(
+        subprocess.Popen, args, start_new_session=True, preexec_fn=_die_with_parent, **options
+    ).result()
 
 
 def _port_open(port: int) -> bool:
@@ -255,17 +258,20 @@ class RabbitMQServer:
                 "RABBITMQ_PLUGINS_EXPAND_DIR": str(d / "plugins-expand"),
                 "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
                 "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+                # The start script then execs the VM instead of forking it, so the process we start *is*
+                # the broker: it gets our signals and dies with us.
+                "RABBITMQ_ALLOW_INPUT": "true",
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-noinput",
             }
         )
         return env
 
     def _start_epmd(self) -> None:
         """Our own epmd on its own port: a shared one (the package's) would outlive the tests."""
-        self._epmd = subprocess.Popen(
+        self._epmd = _spawn(
             [str(find_epmd()), "-port", str(self.epmd_port), "-address", "127.0.0.1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            **_spawn_options(),
         )
         deadline = time.monotonic() + 10
         while not _port_open(self.epmd_port):
@@ -276,14 +282,13 @@ class RabbitMQServer:
     def _start_broker(self, script: Path) -> None:
         assert self.data_dir is not None
         self._log = open(self.data_dir / "broker.out", "ab")  # noqa: SIM115 - closed in stop()
-        self._broker = subprocess.Popen(
+        self._broker = _spawn(
             [str(script)],
             env=self._env(),
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            **_spawn_options(),
         )
 
     def _wait_ready(self) -> None:
@@ -469,7 +474,7 @@ class PostgresServer:
     def _start_postmaster(self, bin_dir: Path) -> None:
         assert self.base_dir is not None
         self._log = open(self.base_dir / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
+        self._proc = _spawn(
             [
                 str(bin_dir / "postgres"),
                 "-D",
@@ -495,7 +500,6 @@ class PostgresServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.base_dir,
-            **_spawn_options(),
             **self._as_os_user(),
         )
 
