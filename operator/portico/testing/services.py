@@ -63,9 +63,11 @@ killed when that thread ends; this thread lives as long as the process."""
 
 def _spawn(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start a service process in its own process group, dying with this process."""
-    return _SPAWNER.submit(
-        subprocess.Popen, args, start_new_session=True, preexec_fn=_die_with_parent, **options
-    ).result()
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **options)
+
+    return _SPAWNER.submit(popen).result()
 
 
 def _port_open(port: int) -> bool:
