@@ -368,11 +368,13 @@ class ScheduleTrigger(JobTrigger):
             raise TriggerStartError("the schedule source is closed", reason="SchedulerClosed", retryable=True)
         self._running = True
         now = scheduler.now()
+        resume_from_now = self._resume_from_now
         try:
             for run in self._runs:
-                self._plan(run, now, None if self._resume_from_now else run.last_schedule_time)
+                self._plan(run, now, None if resume_from_now else run.last_schedule_time)
         except Exception:
             await self.stop()
+            self._resume_from_now = resume_from_now
             raise
         self.events.changed()
 
