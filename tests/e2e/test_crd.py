@@ -64,7 +64,7 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Kubectl) -> None:
     [
         ({"job": {"type": "x"}}, "exactly one source block must be set"),
         (
-            {"job": {"type": "x"}, "schedule": {"cron": "0 9 * * *"}, "file": {"path": "/data"}},
+            {"job": {"type": "x"}, "schedule": {"cron": "0 9 * * *"}, "webhook": {"auth": {"type": "none"}}},
             "exactly one source block must be set",
         ),
         ({"job": {"type": "x", "priority": 5000}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.priority"),
@@ -94,7 +94,7 @@ def test_unknown_fields_are_refused_not_silently_dropped(kubectl: Kubectl) -> No
 
 
 def test_payload_keeps_arbitrary_json(kubectl: Kubectl) -> None:
-    payload = {"report": {"type": "daily", "columns": ["a", "b"], "limit": 10, "nested": {"x": None}}}
+    payload = {"report": {"type": "daily", "columns": ["a", "b"], "limit": 10, "nested": {"x": [1, {"y": "z"}], "ok": True}}}
     kubectl.apply(
         trigger_manifest("t", {"schedule": {"cron": "0 9 * * *"}}, job={"type": "r", "payload": payload})
     )
