@@ -709,3 +709,26 @@ async def test_run_now_reports_a_failure() -> None:
     async with running(clock, creator, config("0 9 * * *")) as trigger:
         with pytest.raises(JobCreationError):
             await trigger.run_now("x")
+
+
+@pytest.mark.looptime
+async def test_a_schedule_that_cannot_go_on_says_so() -> None:
+    clock = LoopClock(MONDAY_0859)
+    creator = RecordingJobCreator(clock)
+    events = RecordingEvents()
+    async with running(clock, creator, config("0 9 * * *"), events=events) as trigger:
+        timetable = trigger._runs[0].timetable
+
+        def broken(moment: datetime) -> datetime:
+            raise RuntimeError("timetable exhausted")
+
+        trigger._runs[0].timetable = type(
+            "Broken", (), {"next_after": staticmethod(broken), "tz": timetable.tz}
+        )()  # type: ignore[assignment]
+        await clock.until(utc(2026, 3, 3, 9, 0, 1))  # the first run was planned at start
+        health = trigger.get_health()
+    assert creator.scheduled_times() == ["2026-03-02T09:00:00Z"]
+    assert events.reasons() == ["ScheduleFailed"]
+    assert "timetable exhausted" in events.events[0][2]
+    assert health.errors_count == 1
+    assert health.source_status["nextScheduleTime"] is None

@@ -372,9 +372,11 @@ class ScheduleTrigger(JobTrigger):
         try:
             for run in self._runs:
                 self._plan(run, now, None if resume_from_now else run.last_schedule_time)
-        except Exception:
+        except Exception as exc:
             await self.stop()
             self._resume_from_now = resume_from_now
+            if isinstance(exc, ScheduleError):
+                raise TriggerStartError(str(exc), reason="InvalidSchedule", retryable=False) from exc
             raise
         self.events.changed()
 
@@ -531,6 +533,17 @@ class ScheduleTrigger(JobTrigger):
         scheduled = run.next_time
         if not self._running or scheduled is None:
             return
+        try:
+            self._advance(run, scheduled)
+        except Exception as exc:
+            # Never stop firing in silence: a schedule that cannot go on says so where users look.
+            logger.exception("%s: the schedule cannot continue", self.ref)
+            run.next_time = None
+            message = f"the schedule stopped after {rfc3339(scheduled)}: {type(exc).__name__}: {exc}"
+            self.emitter.record_error(message)
+            self.events.event("Warning", "ScheduleFailed", message[:1].upper() + message[1:] + ".")
+
+    def _advance(self, run: _Run, scheduled: datetime) -> None:
         now = self.scheduler.now()
         successor = run.following if run.following is not None else run.after(scheduled)
         run.following = None
