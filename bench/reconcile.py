@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
 from portico.testing.control_plane import ControlPlane, _die_with_parent, find_binaries, free_port
@@ -66,8 +67,7 @@ async def wait_all_running(
         running = {o["metadata"]["name"] for o in objs["items"] if (o.get("status") or {}).get("isRunning")}
         if len(running) >= count:
             return
-        w = watch.Watch()
-        try:
+        async with watch.Watch() as w:
             async for event in w.stream(
                 custom.list_namespaced_custom_object,
                 GROUP,
@@ -82,8 +82,6 @@ async def wait_all_running(
                     running.add(obj["metadata"]["name"])
                 if len(running) >= count:
                     return
-        finally:
-            w.stop()
     raise TimeoutError(f"only {len(running)}/{count} running after {timeout}s")
 
 
@@ -105,17 +103,35 @@ async def floor_controller(custom: client.CustomObjectsApi, namespace: str, coun
                 _content_type="application/merge-patch+json",
             )
 
-    w = watch.Watch()
-    async for event in w.stream(
-        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=300
-    ):
-        name = event["object"]["metadata"]["name"]
-        if event["type"] == "ADDED" and name not in patched:
+    def seen(obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if name not in patched:
             patched.add(name)
             tasks.append(asyncio.create_task(patch(name)))
-        if len(patched) >= count:
-            break
-    w.stop()
+
+    while len(patched) < count:
+        try:
+            listing = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            for obj in listing["items"]:
+                seen(obj)
+            async with watch.Watch() as w:
+                async for event in w.stream(
+                    custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=60,
+                ):
+                    if event["type"] == "ADDED":
+                        seen(event["object"])
+                    if len(patched) >= count:
+                        break
+        except ApiException as exc:
+            if exc.status not in (410, 429, 500, 503):
+                raise
+            await asyncio.sleep(0.2)
     await asyncio.gather(*tasks)
 
 
