@@ -94,7 +94,14 @@ def test_unknown_fields_are_refused_not_silently_dropped(kubectl: Kubectl) -> No
 
 
 def test_payload_keeps_arbitrary_json(kubectl: Kubectl) -> None:
-    payload = {"report": {"type": "daily", "columns": ["a", "b"], "limit": 10, "nested": {"x": [1, {"y": "z"}], "ok": True}}}
+    payload = {
+        "report": {
+            "type": "daily",
+            "columns": ["a", "b"],
+            "limit": 10,
+            "nested": {"x": [1, {"y": "z"}], "ok": True},
+        }
+    }
     kubectl.apply(
         trigger_manifest("t", {"schedule": {"cron": "0 9 * * *"}}, job={"type": "r", "payload": payload})
     )

@@ -347,3 +347,19 @@ async def test_deleted_event_stops_the_trigger(env: Any) -> None:
     await registry.observe(None, body(finalizers=[FINALIZER]))
     await registry.observe("DELETED", body(finalizers=[FINALIZER]))
     assert not source.built[0].is_running and registry.get("uid-1") is None
+
+
+@pytest.mark.looptime
+async def test_stepping_down_stops_single_active_triggers_and_writes_that_first(env: Any) -> None:
+    registry, source, patcher, _, _ = env
+    await registry.apply(resource())
+    await settle()
+    assert patcher.status["isRunning"] is True
+    await registry.set_leading(False)
+    assert not source.built[0].is_running
+    assert patcher.status["isRunning"] is False, "written while still the leader"
+    await registry.apply(resource(2))
+    assert len(source.built) == 1, "a follower does not run single-active sources"
+    await registry.set_leading(True)
+    await settle()
+    assert source.built[-1].is_running and patcher.status["observedGeneration"] == 2

@@ -49,6 +49,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
         data = None if event.get("type") == "DELETED" else (obj.get("data") or {})
         await triggers.secret_changed(namespace or "", name, data)
 
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        await memo.shutdown()
+
     @kopf.on.probe(id="triggers", registry=registry)
     def probe(memo: kopf.Memo, **_: Any) -> int:
         triggers: TriggerRegistry = memo.triggers

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import Any
 
 import kopf
 
@@ -65,7 +66,28 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
     )
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
-    opened = []
+    opened: list[Any] = []
+    stopped = False
+
+    async def shutdown() -> None:
+        """Graceful stop, run by Kopf's cleanup activity once its watchers have stopped (and again,
+        as a no-op, on the way out): hand leadership over, stop every trigger, flush status."""
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
+        logger.info("operator stopping: stopping %d triggers", len(triggers))
+        if elector is not None:
+            await elector.close(release=True)
+        await triggers.stop_all()
+        for source in reversed(opened):
+            try:
+                await source.close()
+            except Exception:
+                logger.exception("error closing the %s source", source.name)
+        await status_writer.close()
+        await events.close()
+
     try:
         for source in sources.values():
             await source.open()
@@ -85,21 +107,11 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
-            memo=kopf.Memo(triggers=triggers, settings=settings),
+            memo=kopf.Memo(triggers=triggers, settings=settings, shutdown=shutdown),
             stop_flag=stop_flag,
         )
     finally:
-        logger.info("operator stopping: stopping %d triggers", len(triggers))
-        if elector is not None:
-            await elector.close(release=True)
-        await triggers.stop_all()
-        for source in reversed(opened):
-            try:
-                await source.close()
-            except Exception:
-                logger.exception("error closing the %s source", source.name)
-        await status_writer.close()
-        await events.close()
+        await shutdown()
         await metrics.close()
         await job_creator.close()
         await api.close()

@@ -203,19 +203,20 @@ class TriggerRegistry:
         own counts to status."""
         if leading == self.leading:
             return
-        self.leading = leading
         if leading:
+            self.leading = True
             for managed in self.managed():
                 await self._set_finalizer(managed.resource, present=True)
                 await self.apply(managed.resource, force=True)
             self.status_writer.mark_all_dirty()
             return
-        await self.status_writer.flush_all()
         for managed in self.managed():
             async with managed.lock:
                 if managed.source is not None and self.sources[managed.source].single_active:
                     await self._stop_current(managed)
                     managed.applied_generation = None
+        await self.status_writer.flush_all()
+        self.leading = False
 
     async def apply(self, resource: Resource, *, force: bool = False) -> None:
         """Make the in-process trigger match the resource. Cheap when nothing relevant changed: a
