@@ -35,9 +35,7 @@ class Kubectl:
         cmd = [str(self.binary), f"--kubeconfig={self.kubeconfig}"]
         if self.namespace:
             cmd.append(f"--namespace={self.namespace}")
-        proc = subprocess.run(
-            [*cmd, *args], input=input, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run([*cmd, *args], input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
@@ -59,7 +57,9 @@ def control_plane_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
-def control_plane(control_plane_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane(
+    control_plane_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
     """One real etcd + kube-apiserver for the whole session, with the project's CRDs applied."""
     cp = ControlPlane(bin_dir=control_plane_bin, data_dir=tmp_path_factory.mktemp("control-plane"))
     cp.start()
@@ -98,7 +98,9 @@ async def kube_api(control_plane: ControlPlane) -> AsyncIterator[Any]:
     from kubernetes_asyncio import client, config
 
     configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(control_plane.kubeconfig), client_configuration=configuration)
+    await config.load_kube_config(
+        config_file=str(control_plane.kubeconfig), client_configuration=configuration
+    )
     async with client.ApiClient(configuration) as api:
         yield api
 
@@ -110,7 +112,9 @@ def kubeconfig_env(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"portico control plane binaries: {os.environ.get('PORTICO_CONTROL_PLANE_BIN', '(built on demand)')}"
+    return (
+        f"portico control plane binaries: {os.environ.get('PORTICO_CONTROL_PLANE_BIN', '(built on demand)')}"
+    )
 
 
 # --- The reference queue service ---------------------------------------------------------------------
@@ -247,3 +251,25 @@ def queue_service_process(tmp_path: Path) -> Iterator[QueueServiceProcess]:
         yield service
     finally:
         service.stop()
+
+
+# --- RabbitMQ and PostgreSQL ------------------------------------------------------------------------------
+# Real servers from the distribution's packages, on free loopback ports, one of each for the session.
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[Any]:
+    """One broker for the session. Tests that restart it leave it running; each test uses its own queues."""
+    from portico.testing.services import RabbitMQServer
+
+    with RabbitMQServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One PostgreSQL server for the session; each test uses its own tables."""
+    from portico.testing.services import PostgresServer
+
+    with PostgresServer() as server:
+        yield server

@@ -19,20 +19,6 @@ from portico.ports.trigger_events import EventType, TriggerEvents
 from portico.testing.services import PostgresServer, RabbitMQServer, free_port
 
 
-@pytest.fixture(scope="session")
-def rabbitmq() -> Iterator[RabbitMQServer]:
-    """One broker for the session. Tests that restart it leave it running; each test uses its own queues."""
-    with RabbitMQServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the session; each test uses its own tables."""
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture
 def rabbitmq_running(rabbitmq: RabbitMQServer) -> Iterator[RabbitMQServer]:
     """The session broker, brought back after the test if the test stopped it."""
