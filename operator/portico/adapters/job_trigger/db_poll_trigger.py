@@ -162,6 +162,11 @@ class DatabasePollSpec(SpecModel):
                     "rule": "!has(self.query) || self.query.contains('$1')",
                     "message": "query must use $1 for the batch size",
                 },
+                {
+                    "rule": "!has(self.query) || self.query.matches(r"
+                    "'(?is)^\\s*(select|with)\\b.*\\bfor\\s+(no\\s+key\\s+)?update\\b.*\\bskip\\s+locked\\b')",
+                    "message": "query must be a SELECT that locks its rows with FOR UPDATE SKIP LOCKED",
+                },
             ]
         }
     )
