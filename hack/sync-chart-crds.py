@@ -57,7 +57,11 @@ def render_template(crd: dict[str, Any], source: str) -> str:
         "metadata:",
         f"  name: {metadata['name']}",
     ]
-    keep = ["    {{- if .Values.crds.keep }}", *(f"    {line}" for line in KEEP_ANNOTATIONS), "    {{- end }}"]
+    keep = [
+        "    {{- if .Values.crds.keep }}",
+        *(f"    {line}" for line in KEEP_ANNOTATIONS),
+        "    {{- end }}",
+    ]
     if annotations:
         lines += ["  annotations:", _dump(annotations, 4).rstrip("\n"), *keep]
     else:
