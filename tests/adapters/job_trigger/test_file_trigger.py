@@ -171,19 +171,21 @@ async def test_a_slowly_written_file_triggers_once_when_complete(inbox: Path, me
 
 
 async def test_restart_with_files_present_creates_no_duplicates(inbox: Path, queue_service: Any) -> None:
+    """Restarted as the operator does it (a new trigger object) and as a library user may (the same one)."""
     for i in range(5):
         write(inbox / f"f{i}.csv")
     async with HttpJobCreator(queue_service.url) as http:
         creator = CountingJobCreator(http)
-        for _ in range(2):
-            trigger = FileTrigger(job_creator=creator, config=spec(inbox), template=TEMPLATE, ref=REF)
+        first = FileTrigger(job_creator=creator, config=spec(inbox), template=TEMPLATE, ref=REF)
+        second = FileTrigger(job_creator=creator, config=spec(inbox), template=TEMPLATE, ref=REF)
+        for trigger, sent in ((first, 5), (first, 10), (second, 5)):
             await trigger.start()
             try:
-                await eventually(lambda t=trigger: t.get_health().jobs_created_count == 5)  # type: ignore[misc]
+                await eventually(lambda t=trigger, n=sent: t.get_health().jobs_created_count == n)  # type: ignore[misc]
             finally:
                 await trigger.stop()
-    assert sorted(creator.calls.values()) == [2] * 5, "each start sends each file once"
-    assert len(await queue_service.list_jobs()) == 5, "the second start created nothing new"
+    assert sorted(creator.calls.values()) == [3] * 5, "each start sends each file once"
+    assert len(await queue_service.list_jobs()) == 5, "the later starts created nothing new"
 
 
 async def test_events_choose_created_moved_in_or_modified(

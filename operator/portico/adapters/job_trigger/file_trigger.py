@@ -286,6 +286,7 @@ class FileTrigger(JobTrigger):
         self._started = False
         self._stopping.set()
         self._close()
+        self._known.clear()  # a file whose job was still waiting is sent again at the next start
         if self._recovery is not None:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
