@@ -25,6 +25,15 @@ FULL_STATUS: dict[str, Any] = {
     "missedRuns": 1,
     "webhookPath": "/hooks/ns/name",
     "webhookRequests": {"202": 120, "401": 3},
+    "watchedPath": "/data/incoming",
+    "watching": True,
+    "pendingFiles": 2,
+    "amqpQueue": "job_events",
+    "connected": True,
+    "messagesRejected": 1,
+    "messagesRequeued": 4,
+    "lastPollTime": "2026-11-28T09:00:05Z",
+    "lastPollRows": 100,
     "conditions": [
         {
             "type": "Ready",

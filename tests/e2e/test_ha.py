@@ -142,7 +142,9 @@ def test_webhooks_are_served_by_every_replica_through_a_crash(
 
 def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> None:
     op = start_operator("--no-leader-election")
+    kubectl.apply(trigger_manifest("tick", {"schedule": {"cron": "@every 1s"}}, job={"type": "e2e.tick"}))
     kubectl.apply(trigger_manifest("hook", {"webhook": {"auth": {"type": "none"}}}, job={"type": "e2e.hook"}))
+    wait_for(lambda: (status_of(kubectl, "tick").get("jobsCreated") or 0) >= 2, message="ticks")
     path = wait_for(lambda: status_of(kubectl, "hook").get("webhookPath"), message="webhook path")
     assert post(op.webhook_url + path, {"job_type": "e2e.hook", "payload": {}}) == 202
     assert post(op.webhook_url + path, "not an object") in (400, 415)  # type: ignore[arg-type]
@@ -164,7 +166,17 @@ def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> 
         samples[("portico_webhook_requests_total", (("code", "202"), ("namespace", ns), ("trigger", "hook")))]
         == 1
     )
-    assert samples[("portico_triggers", (("phase", "Running"),))] == 1
+    assert samples[("portico_triggers", (("phase", "Running"),))] == 2
+    hook = (("namespace", ns), ("source", "webhook"), ("trigger", "hook"))
+    assert samples[("portico_trigger_phase", tuple(sorted((*hook, ("phase", "Running")))))] == 1
+    assert samples[("portico_trigger_phase", tuple(sorted((*hook, ("phase", "Failed")))))] == 0
+    tick = (("namespace", ns), ("source", "schedule"), ("trigger", "tick"))
+    fires = samples[("portico_schedule_fire_lateness_seconds_count", tick)]
+    assert fires >= 2
+    assert (
+        samples[("portico_schedule_fire_lateness_seconds_bucket", tuple(sorted((*tick, ("le", "0.1")))))]
+        == fires
+    )
     assert (
         samples[("portico_webhook_request_duration_seconds_count", (("namespace", ns), ("trigger", "hook")))]
         == 2

@@ -61,6 +61,10 @@ class LeaderElector:
         self._last_renew = 0.0
         self._task: asyncio.Task[None] | None = None
         self.transitions = 0
+        self.follower_period = max(0.1, settings.retry_period / 4)
+        """Followers look at the Lease four times per retry period, so they see the last renewal (and
+        then the expiry) of a crashed leader within a fraction of a period: a crash fail-over takes
+        about the lease duration plus half a second, not plus two retry periods."""
 
     async def start(self) -> None:
         if self._task is None:
@@ -97,7 +101,7 @@ class LeaderElector:
             elif self.is_leader and now - self._last_renew > s.renew_deadline:
                 logger.warning("could not renew the lease for %.0fs: stepping down", now - self._last_renew)
                 await self._step_down()
-            delay = s.retry_period if self.is_leader else s.retry_period * random.uniform(1.0, 1.2)
+            delay = s.retry_period if self.is_leader else self.follower_period * random.uniform(1.0, 1.2)
             await asyncio.sleep(delay)
 
     async def _step_down(self) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from portico.adapters.job_trigger.common import Histogram
 from portico.operator.kube import EventRecorder
 from portico.operator.registry import TriggerRegistry
 from portico.operator.status import StatusWriter
@@ -21,6 +22,13 @@ from portico.operator.status import StatusWriter
 logger = logging.getLogger(__name__)
 
 PHASES = ("Pending", "Running", "Suspended", "Failed")
+
+
+@runtime_checkable
+class FireLatenessSource(Protocol):
+    """A trigger that fires on a schedule and measures how late each fire was."""
+
+    fire_lateness: Histogram
 
 
 @runtime_checkable
@@ -48,6 +56,16 @@ class TriggerCollector(Collector):
             "portico_trigger_running", "1 while the trigger can create jobs, by trigger.", labels=labels
         )
         phases = GaugeMetricFamily("portico_triggers", "Triggers by phase.", labels=["phase"])
+        phase = GaugeMetricFamily(
+            "portico_trigger_phase",
+            "1 for the trigger's current phase, 0 for the others.",
+            labels=[*labels, "phase"],
+        )
+        lateness = HistogramMetricFamily(
+            "portico_schedule_fire_lateness_seconds",
+            "How late schedule runs were dispatched after they came due (jitter included in the due time).",
+            labels=labels,
+        )
         requests = CounterMetricFamily(
             "portico_webhook_requests",
             "Webhook requests by trigger and HTTP status code.",
@@ -68,13 +86,18 @@ class TriggerCollector(Collector):
             errors.add_metric(values, n_errors)
             running.add_metric(values, 1.0 if trigger is not None and trigger.is_running else 0.0)
             by_phase[managed.phase] = by_phase.get(managed.phase, 0) + 1
+            for name in PHASES:
+                phase.add_metric([*values, name], 1.0 if managed.phase == name else 0.0)
+            if isinstance(trigger, FireLatenessSource):
+                h = trigger.fire_lateness
+                lateness.add_metric(values, [(_bound(b), n) for b, n in h.cumulative()], h.sum)
             if isinstance(trigger, RequestMetricsSource):
                 self._add_requests(
                     requests, latency, managed.ref.namespace, managed.ref.name, trigger.metrics()
                 )
-        for phase, count in by_phase.items():
-            phases.add_metric([phase], count)
-        yield from (jobs, errors, running, phases, requests, latency)
+        for name, count in by_phase.items():
+            phases.add_metric([name], count)
+        yield from (jobs, errors, running, phases, phase, lateness, requests, latency)
 
         patches = CounterMetricFamily("portico_status_patches", "Status patches written.")
         patches.add_metric([], self.status_writer.patches)
@@ -103,8 +126,12 @@ class TriggerCollector(Collector):
         cumulative, buckets = 0, []
         for bound, count in zip([*LATENCY_BUCKETS, float("inf")], m.latency_bucket_counts, strict=True):
             cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+            buckets.append((_bound(bound), cumulative))
         latency.add_metric([namespace, name], buckets, m.latency_sum_seconds)
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
 
 
 class MetricsServer:

@@ -76,6 +76,30 @@ class JobTriggerStatus(SpecModel):
     webhook_requests: dict[str, int] | None = Field(
         default=None, description="Webhook: requests this replica answered, by HTTP status code."
     )
+    watched_path: str | None = Field(default=None, description="File: the directory being watched.")
+    watching: bool | None = Field(
+        default=None, description="File: whether the directory is being watched now."
+    )
+    pending_files: int | None = Field(
+        default=None,
+        description="File: files seen but not yet stable for settleSeconds, or waiting to be sent.",
+    )
+    amqp_queue: str | None = Field(default=None, description="AMQP: the queue being consumed.")
+    connected: bool | None = Field(
+        default=None, description="AMQP and databasePoll: whether the broker or database connection is up."
+    )
+    messages_rejected: int | None = Field(
+        default=None, description="AMQP: messages rejected without requeue (dead-lettered if configured)."
+    )
+    messages_requeued: int | None = Field(
+        default=None, description="AMQP: messages requeued because their job could not be created yet."
+    )
+    last_poll_time: datetime | None = Field(
+        default=None, description="databasePoll: when the table was last polled."
+    )
+    last_poll_rows: int | None = Field(
+        default=None, description="databasePoll: rows claimed by the last poll."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Latest observations of the trigger's state (Ready)."
     )

@@ -163,7 +163,7 @@ async def test_messages_become_jobs_in_the_queue_service(
     assert {"origin": "amqp", "body": [1, 2, 3]} in [job.payload for job in jobs.values()]
     health = trigger.get_health()
     assert health.source_status == {
-        "queue": queue_name,
+        "amqpQueue": queue_name,
         "connected": False,
         "messagesRejected": 0,
         "messagesRequeued": 0,

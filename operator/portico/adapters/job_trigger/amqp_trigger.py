@@ -282,7 +282,7 @@ class RabbitMQTrigger(JobTrigger):
         return self.emitter.health(
             is_running=self.is_running,
             source_status={
-                "queue": self.config.queue,
+                "amqpQueue": self.config.queue,
                 "connected": self._connected,
                 "messagesRejected": self.messages_rejected,
                 "messagesRequeued": self.messages_requeued,

@@ -310,7 +310,7 @@ class FileTrigger(JobTrigger):
         return self.emitter.health(
             is_running=self.is_running,
             source_status={
-                "path": self.config.path,
+                "watchedPath": self.config.path,
                 "watching": self._watches is not None,
                 "pendingFiles": len(self._pending) + self._ready.qsize(),
             },

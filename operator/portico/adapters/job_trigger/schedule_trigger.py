@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from portico.adapters.job_trigger.common import JobEmitter
+from portico.adapters.job_trigger.common import Histogram, JobEmitter
 from portico.adapters.job_trigger.scheduling import (
     Clock,
     ScheduledCall,
@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 CATCH_UP_ALL_LIMIT = 100
 """`catchUp: All` fires at most this many missed runs (the most recent); older ones are counted missed."""
+LATENESS_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+"""Bounds (seconds) of the fire-lateness histogram."""
 MISSED_COUNT_LIMIT = 10_000
 """Missed runs are counted one by one up to this many; beyond, the count and the Event say "at least"."""
 MAX_JITTER_SECONDS = 3600
@@ -330,6 +332,8 @@ class ScheduleTrigger(JobTrigger):
         self.schedules = list(schedules)
         self.ref = ref or TriggerRef(name=_default_name(self.schedules))
         self.emitter = JobEmitter(job_creator, ref=self.ref, source="schedule", events=events)
+        self.fire_lateness = Histogram(LATENESS_BUCKETS)
+        """Seconds between when each run was due (with its jitter) and when it was dispatched."""
         self.events = self.emitter.events
         self._scheduler = scheduler
         self._resume_from_now = resume_from_now
@@ -558,6 +562,7 @@ class ScheduleTrigger(JobTrigger):
             self._report_missed(run, scheduled, f"it came due {now - scheduled} late, after its deadline")
             self._schedule(run, successor)
         else:
+            self.fire_lateness.observe(max(0.0, (now - run.due(scheduled, successor)).total_seconds()))
             self._dispatch(run, scheduled, horizon=successor)
             self._schedule(run, successor)
         self.events.changed()
