@@ -11,7 +11,6 @@ sent: these are the duplicates the keys prevent). One JSON line per figure.
 
 import argparse
 import json
-import re
 import signal
 import statistics
 import subprocess
@@ -24,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portico.testing.control_plane import ControlPlane, _die_with_parent, find_binaries, free_port
+from portico.testing.control_plane import ControlPlane, find_binaries
+from portico.testing.processes import die_with_parent, free_port, running_queue_service
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench-failover"
@@ -59,31 +59,6 @@ class Bench:
             return None
         holder: str | None = lease["spec"].get("holderIdentity")
         return holder
-
-    def start_queue(self) -> subprocess.Popen[bytes]:
-        log = self.workdir / "queue.log"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "portico",
-                "queue-service",
-                "--port",
-                "0",
-                "--db",
-                str(self.workdir / "q.db"),
-            ],
-            stdout=open(log, "wb"),
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        deadline = time.monotonic() + 60
-        while not (m := re.search(r"listening on (\S+)", log.read_text())):
-            if time.monotonic() > deadline:
-                raise TimeoutError("queue service did not start")
-            time.sleep(0.05)
-        self.queue_url = m.group(1)
-        return proc
 
     def start_replica(self, name: str) -> None:
         a = self.args
@@ -126,7 +101,7 @@ class Bench:
             ],
             stdout=open(self.workdir / f"{name}.log", "ab"),
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def wait_holder(self, predicate: Any, timeout: float) -> str:
@@ -161,7 +136,16 @@ class Bench:
 
     def run(self) -> None:
         self.cp.ensure_namespace(NAMESPACE)
-        queue = self.start_queue()
+        with running_queue_service(self.workdir / "q.db") as self.queue_url:
+            took = self.cycles()
+            times = sorted(
+                datetime.fromisoformat(j["metadata"]["scheduled_time"]).timestamp() for j in self.jobs()
+            )
+            repeats = self.idempotent_repeats()
+        self.report(took, times, repeats)
+
+    def cycles(self) -> dict[str, list[float]]:
+        """Kill (odd: SIGKILL, even: SIGTERM) the leader again and again; seconds until a new one."""
         try:
             for name in ("replica-a", "replica-b"):
                 self.start_replica(name)
@@ -208,12 +192,9 @@ class Bench:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        times = sorted(
-            datetime.fromisoformat(j["metadata"]["scheduled_time"]).timestamp() for j in self.jobs()
-        )
-        repeats = self.idempotent_repeats()
-        queue.send_signal(signal.SIGTERM)
-        queue.wait(timeout=30)
+        return took
+
+    def report(self, took: dict[str, list[float]], times: list[float], repeats: float) -> None:
         duplicates = len(times) - len(set(times))
         span = int(times[-1] - times[0]) + 1 if times else 0
         missed = span - len(set(times))

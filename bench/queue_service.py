@@ -17,7 +17,6 @@ import json
 import re
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,11 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from portico.adapters.job_creator.http import HttpJobCreator
+from portico.testing.processes import listening_process, running_queue_service
 
 BENCH = "queue_service"
 GOAL_JOBS_PER_S = 2500.0
 GOAL_RATIO = 0.5
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 _FLOOR_JOB = json.dumps(
     {
@@ -73,31 +72,6 @@ def serve_floor() -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-
-
-@contextlib.contextmanager
-def server_process(command: list[str]) -> Iterator[str]:
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            match = _LISTENING.search(line)
-            url = match.group(1) if match else None
-        if url is None:
-            raise RuntimeError(f"{command} did not start")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def load(url: str, *, jobs: int, concurrency: int, warmup: int, run: str) -> dict[str, float]:
@@ -163,10 +137,9 @@ def main() -> int:
     results: dict[str, list[dict[str, float]]] = {"durable": [], "floor": []}
     with contextlib.ExitStack() as servers, tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp:
         db = Path(tmp) / "queue.db"
-        service = [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(db)]
         urls = {
-            "durable": servers.enter_context(server_process([*service, "--log-level", "WARNING"])),
-            "floor": servers.enter_context(server_process([sys.executable, __file__, "--serve-floor"])),
+            "durable": servers.enter_context(running_queue_service(db)),
+            "floor": servers.enter_context(listening_process([sys.executable, __file__, "--serve-floor"])),
         }
         for round_number in range(args.rounds):
             order = ("durable", "floor") if round_number % 2 == 0 else ("floor", "durable")

@@ -24,7 +24,8 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
-from portico.testing.control_plane import ControlPlane, _die_with_parent, find_binaries, free_port
+from portico.testing.control_plane import ControlPlane, find_binaries
+from portico.testing.processes import die_with_parent, free_port, running_queue_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,6 +142,66 @@ def peak_rss_mb(pid: int) -> float:
     return int(m.group(1)) / 1024 if m else float("nan")
 
 
+async def measure_operator(
+    custom: client.CustomObjectsApi,
+    cp: ControlPlane,
+    queue_url: str,
+    count: int,
+    timeout: float,
+    workdir: Path,
+) -> tuple[float, float]:
+    """Seconds from the first create until every trigger is Running, and the operator's peak RSS (MB)."""
+    op_log = workdir / "operator.log"
+    operator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "portico",
+            "operator",
+            "--namespace",
+            "bench-operator",
+            "--kubeconfig",
+            str(cp.kubeconfig),
+            "--queue-url",
+            queue_url,
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(free_port()),
+            "--health-host",
+            "127.0.0.1",
+            "--health-port",
+            str(free_port()),
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(free_port()),
+            "--log-format",
+            "text",
+            "--log-level",
+            "WARNING",
+            "--no-leader-election",
+        ],
+        stdout=open(op_log, "wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        await asyncio.sleep(3)
+        t0 = time.monotonic()
+        await create_all(custom, "bench-operator", count)
+        await wait_all_running(custom, "bench-operator", count, timeout)
+        elapsed = time.monotonic() - t0
+        rss = peak_rss_mb(operator.pid)
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        try:
+            operator.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+    return elapsed, rss
+
+
 async def run(cp: ControlPlane, count: int, timeout: float, workdir: Path) -> None:
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=configuration)
@@ -160,66 +221,9 @@ async def run(cp: ControlPlane, count: int, timeout: float, workdir: Path) -> No
         await controller
         emit("floor_seconds_to_all_running", floor, count=count)
 
-        # The operator.
-        queue_log = workdir / "queue.log"
-        queue = subprocess.Popen(
-            [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(workdir / "q.db")],
-            stdout=open(queue_log, "wb"),
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        while not re.search(r"listening on (\S+)", queue_log.read_text()):
-            await asyncio.sleep(0.05)
-        queue_url = re.search(r"listening on (\S+)", queue_log.read_text()).group(1)  # type: ignore[union-attr]
-        op_log = workdir / "operator.log"
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "portico",
-                "operator",
-                "--namespace",
-                "bench-operator",
-                "--kubeconfig",
-                str(cp.kubeconfig),
-                "--queue-url",
-                queue_url,
-                "--webhook-host",
-                "127.0.0.1",
-                "--webhook-port",
-                str(free_port()),
-                "--health-host",
-                "127.0.0.1",
-                "--health-port",
-                str(free_port()),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(free_port()),
-                "--log-format",
-                "text",
-                "--log-level",
-                "WARNING",
-                "--no-leader-election",
-            ],
-            stdout=open(op_log, "wb"),
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        try:
-            await asyncio.sleep(3)
-            t0 = time.monotonic()
-            await create_all(custom, "bench-operator", count)
-            await wait_all_running(custom, "bench-operator", count, timeout)
-            elapsed = time.monotonic() - t0
-            rss = peak_rss_mb(operator.pid)
-        finally:
-            for proc in (operator, queue):
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        # The operator, with the reference queue service beside it.
+        with running_queue_service(workdir / "q.db") as queue_url:
+            elapsed, rss = await measure_operator(custom, cp, queue_url, count, timeout, workdir)
         emit("operator_seconds_to_all_running", elapsed, count=count, goal_seconds=20)
         emit("operator_vs_floor_ratio", elapsed / floor, goal=3)
         emit("operator_peak_rss_mb", rss, goal_mb=200)

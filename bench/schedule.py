@@ -18,20 +18,17 @@ do not inherit another part's heap. Goals: lateness p99 <= 10 ms; 10,000 fires i
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import importlib.util
 import json
 import os
 import random
-import re
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,7 @@ from portico.adapters.job_trigger.schedule_trigger import ScheduleConfig, Schedu
 from portico.adapters.job_trigger.scheduling import Scheduler
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreator
+from portico.testing.processes import running_queue_service
 
 BENCH = "schedule"
 GOAL_LATENESS_P99_MS = 10.0
@@ -50,7 +48,6 @@ GOAL_IN_PROCESS_S = 1.0
 GOAL_END_TO_END_S = 8.0
 GOAL_IDLE_CPU_PERCENT = 1.0
 GOAL_BYTES_PER_SCHEDULE = 5 * 1024
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 # --- creators that measure --------------------------------------------------------------------------
@@ -305,34 +302,6 @@ async def part_idle(schedules: int, seconds: float, baseline: bool) -> dict[str,
 # --- orchestration --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def queue_service(db: Path) -> Iterator[str]:
-    command = [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(db)]
-    proc = subprocess.Popen(
-        [*command, "--log-level", "WARNING"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            match = _LISTENING.search(line)
-            url = match.group(1) if match else None
-        if url is None:
-            raise RuntimeError("the queue service did not start")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_part(args: argparse.Namespace, part: str, *extra: str) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -441,7 +410,7 @@ def main() -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp:
             db = Path(tmp) / "queue.db"
-            with queue_service(db) as url:
+            with running_queue_service(db) as url:
                 end_to_end = run_part(args, "end-to-end", "--url", url)
             with sqlite3.connect(db) as conn:
                 stored = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]

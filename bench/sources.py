@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +39,7 @@ from portico.adapters.job_trigger.db_poll_trigger import DatabasePollingTrigger,
 from portico.adapters.job_trigger.file_trigger import FileSpec, FileTrigger
 from portico.domain.trigger import JobTemplate, SecretRef
 from portico.ports.job_creator import Job, JobCreator
+from portico.testing.processes import running_queue_service
 from portico.testing.services import PostgresServer, RabbitMQServer
 
 BENCH = "sources"
@@ -51,7 +48,6 @@ GOAL_FILE_P99_MARGIN_MS = 200.0
 PREFETCH = 32
 TEMPLATE = JobTemplate(type="bench.job", queue="bench")
 SECRET = SecretRef(name="bench", key="value")
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 def emit(metric: str, value: float, **extra: Any) -> None:
@@ -84,43 +80,6 @@ class Tally(JobCreator):
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self.inner.get_job(job_id)
-
-
-@contextlib.contextmanager
-def queue_service(tmp: Path) -> Iterator[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "portico",
-        "queue-service",
-        "--port",
-        "0",
-        "--db",
-        str(tmp / "queue.db"),
-        "--log-level",
-        "WARNING",
-    ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            found = _LISTENING.search(line)
-            url = found.group(1) if found else None
-        if url is None:
-            raise RuntimeError("the queue service did not start")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- AMQP ----------------------------------------------------------------------------------------------
@@ -380,7 +339,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp,
         RabbitMQServer() as mq,
         PostgresServer() as pg,
-        queue_service(Path(tmp)) as queue_url,
+        running_queue_service(Path(tmp) / "queue.db") as queue_url,
     ):
         return asyncio.run(run(args, mq, pg, queue_url, Path(tmp)))
 

@@ -21,10 +21,8 @@ import contextlib
 import hashlib
 import hmac
 import json
-import re
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +38,13 @@ from portico.adapters.job_trigger.webhook_server import WebhookServer
 from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.trigger_source import StaticSecrets
+from portico.testing.processes import listening_process, running_queue_service
 
 BENCH = "webhook"
 GOAL_RATIO = 0.7
 GOAL_P99_MS = 50.0
 SECRET = "bench-signing-secret"
 PATH = "/hooks/bench/push"
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 async def _listen(app: web.Application, label: str) -> None:
@@ -109,31 +107,6 @@ def serve_floor(queue_url: str, concurrency: int) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-
-
-@contextlib.contextmanager
-def server_process(command: list[str]) -> Iterator[str]:
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            match = _LISTENING.search(line)
-            url = match.group(1) if match else None
-        if url is None:
-            raise RuntimeError(f"{command} did not start")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def delivery(run: str, n: int) -> tuple[bytes, dict[str, str]]:
@@ -229,13 +202,12 @@ def main() -> int:
     runs: dict[str, list[tuple[float, list[float]]]] = {"webhook": [], "floor": []}
     with tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp:
         db = Path(tmp) / "queue.db"
-        service = [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(db)]
-        with server_process([*service, "--log-level", "WARNING"]) as queue_url:
+        with running_queue_service(db) as queue_url:
             for round_number in range(args.rounds):
                 order = ("webhook", "floor") if round_number % 2 == 0 else ("floor", "webhook")
                 for target in order:
                     command = [sys.executable, __file__, "--serve", target, "--queue-url", queue_url]
-                    with server_process([*command, "--concurrency", str(args.concurrency)]) as url:
+                    with listening_process([*command, "--concurrency", str(args.concurrency)]) as url:
                         runs[target].append(
                             asyncio.run(
                                 load(

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from portico.testing.control_plane import ControlPlane, _die_with_parent, free_port
+from portico.testing.control_plane import ControlPlane
+from portico.testing.processes import die_with_parent, free_port
 from tests.conftest import Kubectl, QueueServiceProcess
 
 
@@ -42,7 +43,7 @@ class Process:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env},
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
         return self

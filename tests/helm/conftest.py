@@ -170,7 +170,7 @@ def deployment_args(objects: list[dict[str, Any]]) -> tuple[list[str], dict[str,
 def start_chart_operator(queue_service_for_chart: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Runs `portico operator` outside the cluster with the arguments of the chart's Deployment and a
     kubeconfig holding a token of the chart's ServiceAccount, so it has exactly the chart's RBAC."""
-    from portico.testing.control_plane import free_port
+    from portico.testing.processes import free_port
     from tests.e2e.conftest import PORTICO, Operator, Process, wait_healthy
 
     started: list[Any] = []

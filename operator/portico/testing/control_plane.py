@@ -9,7 +9,6 @@ garbage-collected, and ServiceAccount token Secrets never appear (tokens come fr
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import json
@@ -18,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -30,25 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from portico.testing.processes import die_with_parent, free_port
+
 logger = logging.getLogger(__name__)
 
 ADMIN_USER = "portico-admin"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the process that started it dies, so an
-    interrupted test run never leaves an apiserver or etcd behind."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 @dataclass
@@ -225,7 +209,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.processes[name] = proc
         return proc

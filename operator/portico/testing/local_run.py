@@ -15,7 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from portico.testing.control_plane import ControlPlane, _die_with_parent, find_binaries, free_port
+from portico.testing.control_plane import ControlPlane, find_binaries
+from portico.testing.processes import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 LOCAL_EXAMPLES = ("schedule-daily-report.yaml", "webhook-github.yaml")
@@ -28,7 +29,7 @@ STATE = ROOT / ".local"
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
     )
 
 

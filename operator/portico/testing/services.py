@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ctypes
 import glob
 import logging
 import os
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from portico.testing.processes import die_with_parent, free_port
+
 logger = logging.getLogger(__name__)
 
 RABBITMQ_SCRIPT_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server",)
@@ -37,22 +38,6 @@ INSTALL_HINT = "run `make services` (hack/install-services.sh) to install it"
 
 class ServiceUnavailableError(RuntimeError):
     """The service's binaries are not installed, or it did not come up."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when this process dies, so that an interrupted test run
-    leaves no broker or database behind."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="portico-services")
@@ -65,7 +50,7 @@ def _spawn(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start a service process in its own process group, dying with this process."""
 
     def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **options)
+        return subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_parent, **options)
 
     return _SPAWNER.submit(popen).result()
 

@@ -16,7 +16,8 @@ import pytest
 
 from portico.ports.job_creator import Job, JobCreator
 from portico.ports.trigger_events import EventType, TriggerEvents
-from portico.testing.services import PostgresServer, RabbitMQServer, free_port
+from portico.testing.processes import free_port
+from portico.testing.services import PostgresServer, RabbitMQServer
 
 
 @pytest.fixture

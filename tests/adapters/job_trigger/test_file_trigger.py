@@ -151,7 +151,11 @@ async def test_files_become_jobs_in_the_queue_service(inbox: Path, queue_service
     assert new.metadata["file.event"] == "created"
     assert new.metadata["trigger.source"] == "file"
     assert jobs["old.csv"].metadata["file.event"] == "existing"
-    assert trigger.get_health().source_status == {"watchedPath": str(inbox), "watching": False, "pendingFiles": 0}
+    assert trigger.get_health().source_status == {
+        "watchedPath": str(inbox),
+        "watching": False,
+        "pendingFiles": 0,
+    }
 
 
 async def test_a_slowly_written_file_triggers_once_when_complete(inbox: Path, memory_trigger: Any) -> None:

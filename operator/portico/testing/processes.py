@@ -1,0 +1,71 @@
+"""Child processes for tests, benchmarks and `make run`: free loopback ports, children that die with
+their parent, and the reference queue service as a subprocess."""
+
+import contextlib
+import ctypes
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (http://\S+)")
+"""The line a server of ours prints once it is bound (`queue service listening on http://...`)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: SIGKILL the child when the process that started it dies, so an interrupted run
+    never leaves a server behind. (The kernel's "parent" here is the thread that forked.)"""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def listening_process(command: list[str], *, timeout: float = 60) -> Iterator[str]:
+    """Run a server that prints `... listening on URL` on stdout; yield the URL; stop it afterwards."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        deadline = time.monotonic() + timeout
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            found = LISTENING.search(line)
+            url = found.group(1) if found else None
+        if url is None:
+            raise RuntimeError(f"{' '.join(command[:4])} did not start")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def queue_service_command(db_path: Path | str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", str(db_path), *args]
+
+
+@contextlib.contextmanager
+def running_queue_service(db_path: Path | str, *args: str) -> Iterator[str]:
+    """The reference queue service as a subprocess on a free port; yields its base URL."""
+    with listening_process(queue_service_command(db_path, "--log-level", "WARNING", *args)) as url:
+        yield url
