@@ -148,7 +148,10 @@ def test_webhook_github_delivery_becomes_one_job_and_path_goes_with_the_resource
     assert len(jobs) == 1
     assert jobs[0]["payload"] == {"ref": "refs/heads/main", "after": "abc123"}
     assert jobs[0]["job_type"] == "ci.build"
-    wait_for(lambda: status_of(kubectl, "gh").get("jobsCreated") == 1, message="jobsCreated 1")
+    wait_for(
+        lambda: status_of(kubectl, "gh").get("jobsCreated") == 1,
+        message="jobsCreated 1: the redelivery was the same job, not a second one",
+    )
 
     kubectl("delete", "jt", "gh", "--wait=true")
     assert wait_for(lambda: post(url, body, headers)[0] == 404, message="404 after delete")

@@ -39,6 +39,12 @@ class Job(BaseModel):
     attempts: int = 0
     max_attempts: int = 3
     last_error: str | None = None
+    existing: bool = Field(
+        default=False,
+        exclude=True,
+        description="Set by create_job: the queue service already had this job for the idempotency key "
+        "(a retry, a redelivery, a fail-over replay), so nothing new was enqueued.",
+    )
 
 
 class JobCreationError(Exception):

@@ -395,7 +395,8 @@ def test_one_creator_serves_successive_event_loops(queue_service_process: QueueS
     first = asyncio.run(creator.create_job("t", {}, idempotency_key="k"))
     again = asyncio.run(creator.create_job("t", {}, idempotency_key="k"))
     asyncio.run(creator.close())
-    assert first == again
+    assert first.model_dump() == again.model_dump()
+    assert (first.existing, again.existing) == (False, True), "the second answer was the job already there"
 
 
 # -- get_job ----------------------------------------------------------------------------------------------
@@ -437,7 +438,8 @@ async def test_against_the_queue_service(queue_service: RunningQueueService) -> 
             idempotency_key="d-1",
         )
         again = await creator.create_job("report.daily", {"n": 2}, idempotency_key="d-1")
-        assert again == job
+        assert again.model_dump() == job.model_dump()
+        assert again.existing and not job.existing
         assert await creator.get_job(job.id) == job
         assert await creator.get_job("no-such-job") is None
     [stored] = await queue_service.list_jobs()

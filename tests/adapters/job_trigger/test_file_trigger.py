@@ -182,13 +182,15 @@ async def test_restart_with_files_present_creates_no_duplicates(inbox: Path, que
         creator = CountingJobCreator(http)
         first = FileTrigger(job_creator=creator, config=spec(inbox), template=TEMPLATE, ref=REF)
         second = FileTrigger(job_creator=creator, config=spec(inbox), template=TEMPLATE, ref=REF)
-        for trigger, sent in ((first, 5), (first, 10), (second, 5)):
+        for trigger, calls in ((first, 5), (first, 10), (second, 15)):
             await trigger.start()
             try:
-                await eventually(lambda t=trigger, n=sent: t.get_health().jobs_created_count == n)  # type: ignore[misc]
+                await eventually(lambda n=calls: sum(creator.calls.values()) == n)  # type: ignore[misc]
             finally:
                 await trigger.stop()
     assert sorted(creator.calls.values()) == [3] * 5, "each start sends each file once"
+    assert first.get_health().jobs_created_count == 5, "the restart's resends were jobs already there"
+    assert second.get_health().jobs_created_count == 0
     assert len(await queue_service.list_jobs()) == 5, "the later starts created nothing new"
 
 

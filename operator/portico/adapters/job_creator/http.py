@@ -297,7 +297,10 @@ class HttpJobCreator(JobCreator):
         status, data = await self._request("POST", self._jobs_url, what=what, body=body, headers=headers)
         if status not in (200, 201):
             raise self._rejected(what, status, data)
-        return self._job(what, status, data)
+        job = self._job(what, status, data)
+        if status == 200:
+            job.existing = True
+        return job
 
     async def get_job(self, job_id: str) -> Job | None:
         what = f"reading job {job_id!r}"

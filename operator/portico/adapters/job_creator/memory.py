@@ -27,7 +27,7 @@ class InMemoryJobCreator(JobCreator):
         idempotency_key: str | None = None,
     ) -> Job:
         if idempotency_key is not None and idempotency_key in self._by_key:
-            return self.jobs[self._by_key[idempotency_key]]
+            return self.jobs[self._by_key[idempotency_key]].model_copy(update={"existing": True})
         job = Job(
             id=str(uuid.uuid4()),
             job_type=job_type,

@@ -85,7 +85,10 @@ class JobEmitter:
         return job
 
     def record_job(self, job: Job) -> None:
-        self.jobs_created_count += 1
+        """Count a job, unless the queue service already had it (a retry or redelivery with the same
+        idempotency key): `jobsCreated` counts jobs enqueued, not attempts."""
+        if not job.existing:
+            self.jobs_created_count += 1
         self.last_job_created = datetime.now(UTC)
         self.last_job_id = job.id
         self.events.changed()

@@ -1,0 +1,45 @@
+"""What every source shares: provenance metadata, template merging, and counting jobs (not attempts)."""
+
+import pytest
+
+from portico.adapters.job_creator.memory import InMemoryJobCreator
+from portico.adapters.job_trigger.common import Histogram, JobEmitter
+from portico.domain.trigger import JobTemplate, TriggerRef
+
+REF = TriggerRef(name="t", namespace="ns", uid="u-1")
+
+
+async def test_template_merge_and_provenance() -> None:
+    creator = InMemoryJobCreator()
+    template = JobTemplate(
+        type="a.b", queue="q", priority=4, payload={"x": 1, "y": 1}, metadata={"team": "t"}
+    )
+    emitter = JobEmitter(creator, ref=REF, source="demo", template=template)
+    job = await emitter.emit(payload={"y": 2}, metadata={"extra": "e"})
+    assert (job.job_type, job.queue_name, job.priority, job.payload) == ("a.b", "q", 4, {"x": 1, "y": 2})
+    assert job.metadata == {
+        "team": "t",
+        "extra": "e",
+        "trigger.name": "t",
+        "trigger.namespace": "ns",
+        "trigger.uid": "u-1",
+        "trigger.source": "demo",
+    }
+
+
+async def test_a_job_the_queue_already_had_is_not_counted_again() -> None:
+    emitter = JobEmitter(InMemoryJobCreator(), ref=REF, source="demo", template=JobTemplate(type="a"))
+    first = await emitter.emit(idempotency_key="k")
+    again = await emitter.emit(idempotency_key="k")
+    assert again.id == first.id and again.existing
+    health = emitter.health(is_running=True)
+    assert health.jobs_created_count == 1
+    assert health.last_job_id == first.id
+
+
+def test_histogram_is_cumulative_for_prometheus() -> None:
+    h = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 3.0):
+        h.observe(value)
+    assert h.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)]
+    assert h.count == 4 and h.sum == pytest.approx(3.65)
