@@ -111,6 +111,13 @@ class LeaderElector:
         except Exception:
             logger.exception("error while stepping down")
 
+    def _lease(self, spec: dict[str, Any], resource_version: str | None = None) -> dict[str, Any]:
+        """A Lease body; with `resource_version`, a replace that fails if someone else wrote first."""
+        metadata: dict[str, Any] = {"name": self.settings.name, "namespace": self.settings.namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+
     def _spec(self, *, acquire_time: str, transitions: int) -> dict[str, Any]:
         return {
             "holderIdentity": self.identity,
@@ -129,12 +136,7 @@ class LeaderElector:
             if exc.status != 404:
                 raise
             spec = self._spec(acquire_time=now_text, transitions=0)
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": s.name, "namespace": s.namespace},
-                "spec": spec,
-            }
+            body = self._lease(spec)
             try:
                 await self.coordination.create_namespaced_lease(s.namespace, body)
             except ApiException as create_exc:
@@ -157,16 +159,7 @@ class LeaderElector:
         acquire = now_text if changing_hands or not spec.acquire_time else _micro_time(spec.acquire_time)
         transitions = (spec.lease_transitions or 0) + (1 if changing_hands and holder else 0)
         new_spec = self._spec(acquire_time=acquire, transitions=transitions)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": s.name,
-                "namespace": s.namespace,
-                "resourceVersion": lease.metadata.resource_version,
-            },
-            "spec": new_spec,
-        }
+        body = self._lease(new_spec, lease.metadata.resource_version)
         try:
             await self.coordination.replace_namespaced_lease(s.name, s.namespace, body)
         except ApiException as exc:
@@ -186,22 +179,14 @@ class LeaderElector:
             lease = await self.coordination.read_namespaced_lease(s.name, s.namespace)
             if lease.spec.holder_identity != self.identity:
                 return
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": s.name,
-                    "namespace": s.namespace,
-                    "resourceVersion": lease.metadata.resource_version,
-                },
-                "spec": {
-                    "holderIdentity": None,
-                    "leaseDurationSeconds": 1,
-                    "renewTime": _micro_time(datetime.now(UTC)),
-                    "acquireTime": None,
-                    "leaseTransitions": lease.spec.lease_transitions or 0,
-                },
+            released = {
+                "holderIdentity": None,
+                "leaseDurationSeconds": 1,
+                "renewTime": _micro_time(datetime.now(UTC)),
+                "acquireTime": None,
+                "leaseTransitions": lease.spec.lease_transitions or 0,
             }
+            body = self._lease(released, lease.metadata.resource_version)
             await self.coordination.replace_namespaced_lease(s.name, s.namespace, body)
             logger.info("released the lease %s/%s", s.namespace, s.name)
         except ApiException as exc:
