@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -295,3 +296,43 @@ async def test_database_rows_become_jobs_and_are_marked_queued(
         assert postgres.dsn not in json.dumps(status_of(kubectl, "rows"))
     finally:
         await conn.close()
+
+
+def test_webhook_answers_through_a_reconfiguration_and_sees_a_rotated_secret(
+    kubectl: Kubectl, start_operator: OperatorFactory, queue_service_process: QueueServiceProcess
+) -> None:
+    op = start_operator()
+    secret(kubectl, "token", "value", "first-token")
+    hook = {"webhook": {"auth": {"type": "bearer", "secretRef": {"name": "token", "key": "value"}}}}
+    kubectl.apply(trigger_manifest("hook", hook, job={"type": "e2e.hook"}))
+    url = op.webhook_url + wait_for(lambda: running(kubectl, "hook"), message="running")["webhookPath"]
+    body = json.dumps({"job_type": "e2e.hook", "payload": {}}).encode()
+
+    def send(token: str) -> int:
+        return post(url, body, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})[0]
+
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def sender() -> None:
+        while not stop.is_set():
+            codes.append(send("first-token"))
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        kubectl.apply(trigger_manifest("hook", hook, job={"type": "e2e.hook", "priority": 9}))
+        wait_for(lambda: status_of(kubectl, "hook").get("observedGeneration") == 2, message="reconfigured")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert codes and set(codes) == {202}, f"every request answered 202 through the change: {set(codes)}"
+    assert any(j["priority"] == 9 for j in list_jobs(queue_service_process.url, job_type="e2e.hook"))
+
+    stopped_before = op.log().count("stopped")
+    secret(kubectl, "token", "value", "second-token")
+    wait_for(lambda: send("second-token") == 202, message="the rotated token is accepted")
+    assert send("first-token") == 401
+    assert op.log().count("stopped") == stopped_before, "a rotation needs no rebuild"

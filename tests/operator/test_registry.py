@@ -29,6 +29,9 @@ class FakeSpec(SpecModel):
     secret: SecretRef | None = Field(default=None, description="A Secret read at start.")
 
 
+JOURNAL: list[tuple[str, str]] = []
+
+
 class FakeTrigger(JobTrigger):
     def __init__(self, spec: FakeSpec, context: TriggerContext) -> None:
         self.spec = spec
@@ -43,8 +46,10 @@ class FakeTrigger(JobTrigger):
         self.running = False
         self.stops = 0
         self.secret_value: str | None = None
+        self.journal: list[tuple[str, str]] = JOURNAL
 
     async def start(self) -> None:
+        self.journal.append(("start", self.spec.label))
         if self.spec.fail:
             raise TriggerStartError(self.spec.fail, reason="Unreachable")
         if self.spec.secret:
@@ -52,6 +57,7 @@ class FakeTrigger(JobTrigger):
         self.running = True
 
     async def stop(self) -> None:
+        self.journal.append(("stop", self.spec.label))
         self.stops += 1
         self.running = False
 
@@ -363,3 +369,22 @@ async def test_stepping_down_stops_single_active_triggers_and_writes_that_first(
     await registry.set_leading(True)
     await settle()
     assert source.built[-1].is_running and patcher.status["observedGeneration"] == 2
+
+
+@pytest.mark.looptime
+async def test_reconfiguration_starts_the_new_trigger_before_stopping_the_old(env: Any) -> None:
+    registry, *_ = env
+    JOURNAL.clear()
+    await registry.apply(resource(label="old"))
+    await registry.apply(resource(2, label="new"))
+    assert JOURNAL == [("start", "old"), ("start", "new"), ("stop", "old")]
+
+
+@pytest.mark.looptime
+async def test_a_failed_reconfiguration_stops_both(env: Any) -> None:
+    registry, source, patcher, *_ = env
+    await registry.apply(resource(label="old"))
+    await registry.apply(resource(2, label="new", fail="cannot connect"))
+    await settle()
+    assert not any(t.is_running for t in source.built)
+    assert patcher.status["phase"] == "Failed"

@@ -6,15 +6,12 @@ and returns nothing into `status` (the API server would prune it: the status sch
 registry decides what an event means, and owns finalizers, status, retries and Events.
 """
 
-import logging
 from typing import Any
 
 import kopf
 
 from portico.operator.registry import TriggerRegistry
 from portico.operator.resource import GROUP, PLURAL, VERSION
-
-logger = logging.getLogger(__name__)
 
 
 def operator_settings() -> kopf.OperatorSettings:

@@ -260,7 +260,7 @@ class TriggerRegistry:
 
         async def stop(m: ManagedTrigger) -> None:
             async with m.lock:
-                await self._stop_current(m, keep_counters=True)
+                await self._stop_current(m)
 
         try:
             async with asyncio.timeout(self.stop_timeout):
@@ -319,6 +319,9 @@ class TriggerRegistry:
         managed.secrets = frozenset((resource.ref.namespace, r.name) for r in refs)
         replacing = managed.trigger is not None
         new: JobTrigger | None = None
+        # Make before break: the new trigger starts before the old one stops, so a reconfiguration
+        # leaves no gap (a webhook path never answers 404 in between). Whatever both see during the
+        # overlap (a due time, a file) carries the same idempotency key, so nothing is enqueued twice.
         try:
             for r in refs:
                 if not self.secrets.known(resource.ref.namespace, r.name):
@@ -334,15 +337,15 @@ class TriggerRegistry:
                 status=self._resume_status(managed),
             )
             new = source.build(parsed.source_spec, context)
-            await self._stop_current(managed)
-            managed.trigger = new
             await new.start()
         except TriggerStartError as exc:
+            await self._discard(managed, new)
             await self._stop_current(managed)
             self._fail(managed, exc.reason, str(exc), retry=exc.retryable)
             return
         except Exception as exc:
             logger.exception("unexpected error starting %s", resource.ref)
+            await self._discard(managed, new)
             await self._stop_current(managed)
             self._fail(
                 managed,
@@ -351,6 +354,9 @@ class TriggerRegistry:
                 retry=True,
             )
             return
+        previous, managed.trigger = managed.trigger, new
+        if previous is not None:
+            await self._retire(managed, previous)
         managed.attempt = 0
         managed.error = None
         logger.info("trigger %s started (%s)", resource.ref, parsed.source, extra=_log_fields(managed))
@@ -366,22 +372,32 @@ class TriggerRegistry:
             status["resumedAt"] = rfc3339(datetime.now(UTC))
         return status
 
-    async def _stop_current(self, managed: ManagedTrigger, *, keep_counters: bool = True) -> None:
+    async def _stop_current(self, managed: ManagedTrigger) -> None:
         trigger, managed.trigger = managed.trigger, None
-        if trigger is None:
-            return
+        if trigger is not None:
+            await self._retire(managed, trigger)
+
+    async def _retire(self, managed: ManagedTrigger, trigger: JobTrigger) -> None:
+        """Stop a trigger gracefully (its in-flight job creations finish) and keep what it counted."""
         try:
             await trigger.stop()
         except Exception:
             logger.exception("error stopping %s", managed.ref)
         else:
             logger.info("trigger %s stopped", managed.ref, extra=_log_fields(managed))
-        if keep_counters:
-            health = trigger.get_health()
-            managed.base_jobs += health.jobs_created_count
-            managed.base_errors += health.errors_count
-            managed.last_health = health
+        health = trigger.get_health()
+        managed.base_jobs += health.jobs_created_count
+        managed.base_errors += health.errors_count
+        managed.last_health = health
         self.status_writer.mark_dirty(managed.uid)
+
+    async def _discard(self, managed: ManagedTrigger, trigger: JobTrigger | None) -> None:
+        """Undo whatever a failed start() left behind."""
+        if trigger is not None:
+            try:
+                await trigger.stop()
+            except Exception:
+                logger.exception("error cleaning up a trigger of %s that failed to start", managed.ref)
 
     def _fail(self, managed: ManagedTrigger, reason: str, message: str, *, retry: bool) -> None:
         managed.errors += 1

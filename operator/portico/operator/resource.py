@@ -122,9 +122,6 @@ class ParsedSpec:
     source_spec: SpecModel
 
 
-SOURCE_ORDER = ("schedule", "webhook", "file", "amqp", "databasePoll")
-
-
 @cache
 def spec_model(sources: tuple[type[TriggerSource[Any]], ...]) -> type[BaseModel]:
     """`JobTriggerSpec`, assembled from the sources' own models: one optional block per source."""

@@ -956,6 +956,10 @@ class WebhookSource(TriggerSource[WebhookSpec]):
         return False
 
     @property
+    def reads_secrets_live(self) -> bool:
+        return True
+
+    @property
     def port(self) -> int:
         return self.server.port
 
