@@ -182,3 +182,5 @@ def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> 
         == 2
     )
     assert ("portico_status_patches_total", ()) in samples
+    assert samples[("portico_queue_requests_total", (("outcome", "2xx"),))] >= fires + 1
+    assert samples[("portico_queue_request_duration_seconds_count", ())] >= fires + 1

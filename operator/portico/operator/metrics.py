@@ -6,6 +6,7 @@ schedule lateness) live in the default registry and are exposed beside them.
 """
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from portico.adapters.job_trigger.common import Histogram
+from portico.domain.histogram import Histogram
 from portico.operator.kube import EventRecorder
 from portico.operator.registry import TriggerRegistry
 from portico.operator.status import StatusWriter
@@ -29,6 +30,14 @@ class FireLatenessSource(Protocol):
     """A trigger that fires on a schedule and measures how late each fire was."""
 
     fire_lateness: Histogram
+
+
+@runtime_checkable
+class QueueRequestMetrics(Protocol):
+    """A job creator that times its requests to the queue service (the HTTP one does)."""
+
+    request_seconds: Histogram
+    requests_by_outcome: Counter[str]
 
 
 @runtime_checkable
@@ -98,6 +107,21 @@ class TriggerCollector(Collector):
         for name, count in by_phase.items():
             phases.add_metric([name], count)
         yield from (jobs, errors, running, phases, phase, lateness, requests, latency)
+
+        creator = self.triggers.job_creator
+        if isinstance(creator, QueueRequestMetrics):
+            queue_requests = CounterMetricFamily(
+                "portico_queue_requests", "Requests to the queue service, by outcome.", labels=["outcome"]
+            )
+            for outcome, count in sorted(creator.requests_by_outcome.items()):
+                queue_requests.add_metric([outcome], count)
+            yield queue_requests
+            h = creator.request_seconds
+            queue_latency = HistogramMetricFamily(
+                "portico_queue_request_duration_seconds", "Latency of requests to the queue service."
+            )
+            queue_latency.add_metric([], [(_bound(b), n) for b, n in h.cumulative()], h.sum)
+            yield queue_latency
 
         patches = CounterMetricFamily("portico_status_patches", "Status patches written.")
         patches.add_metric([], self.status_writer.patches)

@@ -161,6 +161,8 @@ async def test_5xx_are_retried_with_the_same_idempotency_key_and_body(server: Sc
             idempotency_key="k-1",
         )
     assert job.id == "job-1"
+    assert creator.requests_by_outcome == {"5xx": 3, "2xx": 1}, "every attempt is timed and counted"
+    assert creator.request_seconds.count == 4
     assert (job.job_type, job.queue_name, job.priority, job.payload, job.metadata) == (
         "report.daily",
         "reports",

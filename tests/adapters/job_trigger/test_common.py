@@ -3,7 +3,8 @@
 import pytest
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.adapters.job_trigger.common import Histogram, JobEmitter
+from portico.adapters.job_trigger.common import JobEmitter
+from portico.domain.histogram import Histogram
 from portico.domain.trigger import JobTemplate, TriggerRef
 
 REF = TriggerRef(name="t", namespace="ns", uid="u-1")

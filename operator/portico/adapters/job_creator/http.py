@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -25,9 +26,12 @@ import pydantic
 from yarl import URL
 
 from portico import __version__
+from portico.domain.histogram import Histogram
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 
 logger = logging.getLogger(__name__)
+
+REQUEST_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 MAX_ERROR_DETAIL = 300
@@ -113,6 +117,9 @@ class HttpJobCreator(JobCreator):
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._deadline = deadline
+        self.request_seconds = Histogram(REQUEST_SECONDS_BUCKETS)
+        """Duration of every request to the queue service (each attempt), for the metrics exporter."""
+        self.requests_by_outcome: Counter[str] = Counter()
         self._max_connections = max_connections
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -164,6 +171,31 @@ class HttpJobCreator(JobCreator):
         return self._rng.uniform(0.0, min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
 
     async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        headers: dict[str, str],
+        seconds: float,
+    ) -> tuple[int, bytes]:
+        """One request, timed and counted by outcome (2xx, 4xx, 5xx, error) for the metrics."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = "error"
+        try:
+            status, data = await self._send(session, method, url, body, headers, seconds)
+            outcome = f"{status // 100}xx"
+            return status, data
+        except _Retryable as failure:
+            if failure.status is not None:
+                outcome = f"{failure.status // 100}xx"
+            raise
+        finally:
+            self.request_seconds.observe(loop.time() - started)
+            self.requests_by_outcome[outcome] += 1
+
+    async def _send(
         self,
         session: aiohttp.ClientSession,
         method: str,

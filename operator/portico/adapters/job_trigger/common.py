@@ -1,7 +1,6 @@
 """Plumbing every source shares: creating a job from a template with provenance metadata, and keeping
 the counters that become the resource's status."""
 
-import bisect
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -109,29 +108,3 @@ class JobEmitter:
             last_error=self.last_error,
             source_status=source_status or {},
         )
-
-
-class Histogram:
-    """Bucketed observations (non-cumulative counts; the last bucket is above every bound), kept in the
-    trigger and read by the metrics exporter at scrape time: no metrics library on the hot path."""
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, observations at or below it), ending with +Inf: the Prometheus shape."""
-        total, out = 0, []
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            total += n
-            out.append((bound, total))
-        return out

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from portico.adapters.job_trigger.common import Histogram, JobEmitter
+from portico.adapters.job_trigger.common import JobEmitter
 from portico.adapters.job_trigger.scheduling import (
     Clock,
     ScheduledCall,
@@ -32,6 +32,7 @@ from portico.adapters.job_trigger.scheduling import (
     validate_expression,
     wall_clock,
 )
+from portico.domain.histogram import Histogram
 from portico.domain.model import SpecModel
 from portico.domain.trigger import PRIORITY_MAX, PRIORITY_MIN, JobTemplate, TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
