@@ -205,7 +205,9 @@ class Bench:
                 emit(f"{kind}_failover_seconds_max", max(values), cycles=len(values), goal=goal)
         emit("scheduled_seconds", span)
         emit("duplicate_jobs", duplicates, goal=0)
-        emit("missed_runs", missed, goal=0)
+        present = {int(t) for t in times}
+        gaps = [t for t in range(int(times[0]), int(times[-1]) + 1) if t not in present] if times else []
+        emit("missed_runs", missed, goal=0, missing_seconds_after_start=[t - int(times[0]) for t in gaps])
         emit("idempotent_repeats_absorbed", repeats)
 
 
