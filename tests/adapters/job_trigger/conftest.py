@@ -97,6 +97,9 @@ class RecordingEvents(TriggerEvents):
     def event(self, type: EventType, reason: str, message: str) -> None:
         self.events.append((type, reason, message))
 
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
 
 @dataclass
 class CountingJobCreator(JobCreator):

@@ -12,10 +12,10 @@ from portico.adapters.job_trigger.schedule_trigger import ScheduleSource, Schedu
 from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_source import TriggerContext
+from tests.adapters.job_trigger.conftest import RecordingEvents
 from tests.adapters.job_trigger.test_schedule_trigger import (
     MONDAY_0859,
     LoopClock,
-    RecordingEvents,
     RecordingJobCreator,
     utc,
 )

@@ -19,7 +19,8 @@ from portico.adapters.job_trigger.schedule_trigger import (
 from portico.adapters.job_trigger.scheduling import EPOCH, Scheduler
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobStatus
-from portico.ports.trigger_events import EventType, TriggerEvents
+from portico.ports.trigger_events import TriggerEvents
+from tests.adapters.job_trigger.conftest import RecordingEvents
 
 REF = TriggerRef(name="nightly", namespace="reports", uid="8d1c7f5e-uid")
 MONDAY_0859 = datetime(2026, 3, 2, 8, 59, tzinfo=UTC)
@@ -51,21 +52,6 @@ class LoopClock:
     async def until(self, moment: datetime) -> None:
         """Let the loop run until the wall clock shows `moment`."""
         await asyncio.sleep((moment - self()).total_seconds())
-
-
-class RecordingEvents(TriggerEvents):
-    def __init__(self) -> None:
-        self.changes = 0
-        self.events: list[tuple[EventType, str, str]] = []
-
-    def changed(self) -> None:
-        self.changes += 1
-
-    def event(self, type: EventType, reason: str, message: str) -> None:
-        self.events.append((type, reason, message))
-
-    def reasons(self) -> list[str]:
-        return [reason for _, reason, _ in self.events]
 
 
 class RecordingJobCreator(InMemoryJobCreator):

@@ -27,23 +27,12 @@ from portico.adapters.job_trigger.webhook_trigger import (
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 from portico.ports.job_trigger import TriggerStartError
-from portico.ports.trigger_events import EventType, TriggerEvents
+from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import StaticSecrets
+from tests.adapters.job_trigger.conftest import RecordingEvents
 
 SECRET = "s3cr3t-signing-key"
 GITHUB_AUTH = WebhookAuthSpec(type="hmac", preset="github", secret_ref=SecretRef(name="hook", key="secret"))
-
-
-class RecordingEvents(TriggerEvents):
-    def __init__(self) -> None:
-        self.changes = 0
-        self.events: list[tuple[EventType, str, str]] = []
-
-    def changed(self) -> None:
-        self.changes += 1
-
-    def event(self, type: EventType, reason: str, message: str) -> None:
-        self.events.append((type, reason, message))
 
 
 class HangingJobCreator(JobCreator):
