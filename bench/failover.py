@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from portico.testing.control_plane import ControlPlane, find_binaries
-from portico.testing.processes import die_with_parent, free_port, running_queue_service
+from portico.testing.processes import die_with_parent, operator_command, running_queue_service
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench-failover"
@@ -63,42 +63,22 @@ class Bench:
     def start_replica(self, name: str) -> None:
         a = self.args
         self.replicas[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "portico",
-                "operator",
-                "--namespace",
-                NAMESPACE,
-                "--id",
-                name,
-                "--kubeconfig",
-                str(self.cp.kubeconfig),
-                "--queue-url",
-                self.queue_url,
-                "--webhook-host",
-                "127.0.0.1",
-                "--webhook-port",
-                str(free_port()),
-                "--health-host",
-                "127.0.0.1",
-                "--health-port",
-                str(free_port()),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(free_port()),
-                "--lease-duration",
-                str(a.lease_duration),
-                "--renew-deadline",
-                str(a.renew_deadline),
-                "--retry-period",
-                str(a.retry_period),
-                "--log-format",
-                "text",
-                "--log-level",
-                "WARNING",
-            ],
+            operator_command(
+                kubeconfig=self.cp.kubeconfig,
+                queue_url=self.queue_url,
+                namespaces=(NAMESPACE,),
+                log_level="WARNING",
+                extra=(
+                    "--id",
+                    name,
+                    "--lease-duration",
+                    str(a.lease_duration),
+                    "--renew-deadline",
+                    str(a.renew_deadline),
+                    "--retry-period",
+                    str(a.retry_period),
+                ),
+            ),
             stdout=open(self.workdir / f"{name}.log", "ab"),
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,

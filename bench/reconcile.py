@@ -25,7 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
 from portico.testing.control_plane import ControlPlane, find_binaries
-from portico.testing.processes import die_with_parent, free_port, running_queue_service
+from portico.testing.processes import die_with_parent, operator_command, running_queue_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,35 +153,13 @@ async def measure_operator(
     """Seconds from the first create until every trigger is Running, and the operator's peak RSS (MB)."""
     op_log = workdir / "operator.log"
     operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "portico",
-            "operator",
-            "--namespace",
-            "bench-operator",
-            "--kubeconfig",
-            str(cp.kubeconfig),
-            "--queue-url",
-            queue_url,
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-            "--health-host",
-            "127.0.0.1",
-            "--health-port",
-            str(free_port()),
-            "--metrics-host",
-            "127.0.0.1",
-            "--metrics-port",
-            str(free_port()),
-            "--log-format",
-            "text",
-            "--log-level",
-            "WARNING",
-            "--no-leader-election",
-        ],
+        operator_command(
+            kubeconfig=cp.kubeconfig,
+            queue_url=queue_url,
+            namespaces=("bench-operator",),
+            log_level="WARNING",
+            extra=("--no-leader-election",),
+        ),
         stdout=open(op_log, "wb"),
         stderr=subprocess.STDOUT,
         preexec_fn=die_with_parent,

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from portico.testing.control_plane import ControlPlane
-from portico.testing.processes import die_with_parent, free_port
+from portico.testing.processes import die_with_parent, free_port, operator_command
 from tests.conftest import Kubectl, QueueServiceProcess
 
 
@@ -82,9 +81,6 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
 
-PORTICO = [sys.executable, "-m", "portico"]
-
-
 def list_jobs(queue_url: str, **filters: str) -> list[dict[str, Any]]:
     """Every job in the queue service matching the filters, following cursor pagination."""
     out: list[dict[str, Any]] = []
@@ -139,39 +135,15 @@ def start_operator(
             health_port=free_port(),
             metrics_port=free_port(),
         )
-        ns_args = [
-            a for n in (namespaces if namespaces is not None else (namespace,)) for a in ("--namespace", n)
-        ]
-        op.process.args = [
-            *PORTICO,
-            "operator",
-            *ns_args,
-            "--kubeconfig",
-            str(kubeconfig or control_plane.kubeconfig),
-            "--queue-url",
-            queue_service_process.url,
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(op.webhook_port),
-            "--health-host",
-            "127.0.0.1",
-            "--health-port",
-            str(op.health_port),
-            "--metrics-host",
-            "127.0.0.1",
-            "--metrics-port",
-            str(op.metrics_port),
-            "--status-interval",
-            "0.5",
-            "--stop-timeout",
-            "10",
-            "--log-format",
-            "text",
-            "--log-level",
-            "INFO",
-            *extra,
-        ]
+        op.process.args = operator_command(
+            kubeconfig=kubeconfig or control_plane.kubeconfig,
+            queue_url=queue_service_process.url,
+            namespaces=namespaces if namespaces is not None else (namespace,),
+            webhook_port=op.webhook_port,
+            health_port=op.health_port,
+            metrics_port=op.metrics_port,
+            extra=("--status-interval", "0.5", "--stop-timeout", "10", *extra),
+        )
         op.process.start()
         started.append(op)
         wait_healthy(op)

@@ -69,3 +69,28 @@ def running_queue_service(db_path: Path | str, *args: str) -> Iterator[str]:
     """The reference queue service as a subprocess on a free port; yields its base URL."""
     with listening_process(queue_service_command(db_path, "--log-level", "WARNING", *args)) as url:
         yield url
+
+
+def operator_command(
+    *,
+    kubeconfig: Path | str,
+    queue_url: str,
+    namespaces: tuple[str, ...] = (),
+    webhook_port: int = 0,
+    health_port: int | None = None,
+    metrics_port: int | None = None,
+    log_level: str = "INFO",
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """`portico operator` on loopback, with readable logs; ports default to free ones."""
+    return [
+        sys.executable, "-m", "portico", "operator",
+        *(arg for namespace in namespaces for arg in ("--namespace", namespace)),
+        "--kubeconfig", str(kubeconfig),
+        "--queue-url", queue_url,
+        "--webhook-host", "127.0.0.1", "--webhook-port", str(webhook_port),
+        "--health-host", "127.0.0.1", "--health-port", str(health_port or free_port()),
+        "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port or free_port()),
+        "--log-format", "text", "--log-level", log_level,
+        *extra,
+    ]  # fmt: skip
