@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ def start_chart_operator(queue_service_for_chart: Any, tmp_path: Path) -> Iterat
     """Runs `portico operator` outside the cluster with the arguments of the chart's Deployment and a
     kubeconfig holding a token of the chart's ServiceAccount, so it has exactly the chart's RBAC."""
     from portico.testing.processes import free_port
-    from tests.e2e.conftest import PORTICO, Operator, Process, wait_healthy
+    from tests.e2e.conftest import Operator, Process, wait_healthy
 
     started: list[Any] = []
 
@@ -193,7 +194,9 @@ def start_chart_operator(queue_service_for_chart: Any, tmp_path: Path) -> Iterat
             metrics_port=free_port(),
         )
         op.process.args = [
-            *PORTICO,
+            sys.executable,
+            "-m",
+            "portico",
             *args,
             "--kubeconfig",
             str(kubeconfig),
