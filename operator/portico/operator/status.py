@@ -165,11 +165,6 @@ class StatusWriter:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self.flush_all()
 
-    async def flush(self, uid: str) -> None:
-        t = self._tracked.get(uid)
-        if t is not None:
-            await self._write(uid, t)
-
     async def flush_all(self) -> None:
         await asyncio.gather(*(self._write(uid, t) for uid, t in list(self._tracked.items()) if t.dirty))
 

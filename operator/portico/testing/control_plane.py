@@ -23,7 +23,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,9 +401,3 @@ def find_binaries(repo_root: Path) -> Path:
     script = repo_root / "hack" / "build-control-plane.sh"
     out = subprocess.run(["bash", str(script)], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-@contextlib.contextmanager
-def running_control_plane(repo_root: Path, data_dir: Path | None = None) -> Iterator[ControlPlane]:
-    with ControlPlane(bin_dir=find_binaries(repo_root), data_dir=data_dir) as cp:
-        yield cp
