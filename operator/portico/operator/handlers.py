@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from portico.operator.kube_access import KubeAccess
 from portico.operator.registry import TriggerRegistry
 from portico.operator.resource import GROUP, PLURAL, VERSION
 
@@ -25,8 +26,11 @@ def operator_settings() -> kopf.OperatorSettings:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        access: KubeAccess = memo.access
+        if access.in_cluster:
+            return kopf.login_with_service_account(memo=memo, **kwargs)
+        return kopf.login_with_kubeconfig(memo=memo, **kwargs)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def jobtrigger_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
