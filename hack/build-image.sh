@@ -12,9 +12,9 @@
 #
 # Both images are cached like the control-plane binaries: the base is tagged by the suite, the package
 # list and a hash of the host settings it holds; the project image by a hash of the Dockerfile,
-# requirements.lock, pyproject.toml, README.md, .dockerignore, the source tree and the base. An unchanged
-# tree prints the cached reference at once. Progress goes to stderr; any failure ends with a one-line
-# reason on stderr and a non-zero exit status.
+# requirements.lock, pyproject.toml, README.md, .dockerignore, this script, the source tree and the base. An unchanged
+# tree prints the cached reference at once (the base it was built on is in its `dev.portico.base` label).
+# Progress goes to stderr; any failure ends with a one-line reason on stderr and a non-zero exit status.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -124,7 +124,7 @@ cd "$root"
 tree_hash=$(
   {
     echo "$base_id"
-    for f in Dockerfile .dockerignore requirements.lock pyproject.toml README.md; do
+    for f in Dockerfile .dockerignore requirements.lock pyproject.toml README.md hack/build-image.sh; do
       echo "== $f"; cat "$f"
     done
     find operator -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 \
@@ -142,7 +142,8 @@ proxies=()
 for var in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
   [[ -n "${!var:-}" ]] && proxies+=(--build-arg "$var")
 done
-if ! docker build --network host --build-arg PYTHON_IMAGE="$base" "${proxies[@]}" -t "$image" . >"$work/build.log" 2>&1; then
+if ! docker build --network host --build-arg PYTHON_IMAGE="$base" "${proxies[@]}" \
+    --label "dev.portico.base=$base" -t "$image" . >"$work/build.log" 2>&1; then
   tail -n 30 "$work/build.log" >&2
   die "docker build failed: $(grep -vE '^\s*$' "$work/build.log" | tail -n1)"
 fi

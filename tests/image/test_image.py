@@ -156,7 +156,10 @@ def test_operator_creates_jobs_answers_probes_and_stops_on_sigterm(
         found = list_jobs(queue_service.url, job_type="image.tick")
         return [j for j in found if j["metadata"].get("trigger.namespace") == apps]
 
-    created = wait_for(lambda: len(jobs()) >= 2 and jobs(), timeout=60, message="two scheduled jobs")
+    try:
+        created = wait_for(lambda: len(jobs()) >= 2 and jobs(), timeout=60, message="two scheduled jobs")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\noperator log:\n{docker.logs(operator)[-6000:]}") from None
     assert all(j["metadata"]["trigger.name"] == "tick" for j in created)
     status = wait_for(
         lambda: (s := status_of(kubectl, "tick")).get("jobsCreated", 0) >= 1 and s, message="jobsCreated"
@@ -166,7 +169,7 @@ def test_operator_creates_jobs_answers_probes_and_stops_on_sigterm(
     status_code, _ = http_get(health)
     assert status_code == 200
     metrics = wait_http(f"http://127.0.0.1:{ports['metrics']}/metrics", docker, operator)
-    assert re.search(r'portico_jobs_created_total\{[^}]*name="tick"[^}]*\} [1-9]', metrics), metrics[:2000]
+    assert re.search(r'portico_jobs_created_total\{[^}]*trigger="tick"[^}]*\} [1-9]', metrics), metrics[:2000]
     lease = chart_kubectl.json("get", "lease", "-n", RELEASE_NS, SERVICE_ACCOUNT)
     assert lease["spec"]["holderIdentity"] == pod_name
 

@@ -121,3 +121,24 @@ def test_an_unreadable_queue_token_file_is_one_line(tmp_path: Path) -> None:
         proc.stderr.strip()
         == f"portico operator: queue token file {tmp_path / 'nope'}: No such file or directory"
     )
+
+
+def test_in_cluster_credentials_use_the_service_address_not_cluster_dns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portico.operator import kube_access
+
+    monkeypatch.setattr(kube_access, "SERVICE_ACCOUNT_DIR", str(tmp_path))
+    (tmp_path / "token").write_text("tok\n")
+    pod = kube_access.in_cluster_credentials({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    assert (pod.server, pod.token, pod.ca_path, pod.namespace) == ("https://10.96.0.1:443", "tok", None, None)
+    (tmp_path / "ca.crt").write_text("ca")
+    (tmp_path / "namespace").write_text("portico-system\n")
+    pod = kube_access.in_cluster_credentials(
+        {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"}
+    )
+    assert pod.server == "https://[fd00::1]:6443"
+    assert (pod.ca_path, pod.namespace) == (str(tmp_path / "ca.crt"), "portico-system")
+    (tmp_path / "token").unlink()
+    with pytest.raises(KubeConfigError, match="service-account token"):
+        kube_access.in_cluster_credentials({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})

@@ -56,6 +56,37 @@ def resolve_kube_access(kubeconfig: str | None, environ: Mapping[str, str] = os.
     return KubeAccess(home)
 
 
+@dataclass(frozen=True)
+class InClusterCredentials:
+    server: str
+    token: str
+    ca_path: str | None
+    namespace: str | None
+
+
+def in_cluster_credentials(environ: Mapping[str, str] = os.environ) -> InClusterCredentials:
+    """The Pod's service account, as client-go's in-cluster config reads it: the API server's address
+    from KUBERNETES_SERVICE_HOST/PORT (no cluster DNS needed, unlike `kubernetes.default.svc`), the
+    token, CA and namespace from the mounted files. Read at every login, so a rotated token is used."""
+    host = environ.get("KUBERNETES_SERVICE_HOST", "")
+    if not host:
+        raise KubeConfigError("not in a Pod: KUBERNETES_SERVICE_HOST is not set")
+    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+    account = Path(SERVICE_ACCOUNT_DIR)
+    try:
+        token = (account / "token").read_text().strip()
+    except OSError as exc:
+        raise KubeConfigError(f"service-account token {account / 'token'}: {exc.strerror}") from None
+    ca = account / "ca.crt"
+    namespace = account / "namespace"
+    return InClusterCredentials(
+        server=f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}",
+        token=token,
+        ca_path=str(ca) if ca.exists() else None,
+        namespace=namespace.read_text().strip() or None if namespace.exists() else None,
+    )
+
+
 def check_kubeconfig(path: str) -> None:
     try:
         with open(path, "rb") as f:
