@@ -92,8 +92,12 @@ make_base() {
   if ! command -v mmdebstrap >/dev/null 2>&1; then
     [[ $(id -u) -eq 0 ]] || die "mmdebstrap is not installed and installing it needs root"
     log "installing mmdebstrap (Debian package)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap >"$work/apt.log" 2>&1 \
-      || die "apt-get install mmdebstrap failed: $(tail -n1 "$work/apt.log")"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends mmdebstrap >"$work/apt.log" 2>&1; then
+      apt-get update -q >>"$work/apt.log" 2>&1 || true
+      apt-get install -y -q --no-install-recommends mmdebstrap >>"$work/apt.log" 2>&1 \
+        || die "apt-get install mmdebstrap failed: $(tail -n1 "$work/apt.log")"
+    fi
   fi
   log "making the Python base $ref with mmdebstrap ($suite: $packages)"
   mkdir -p "$work/etc-pip"

@@ -43,20 +43,20 @@ if [[ -S "$socket" ]] && command -v docker >/dev/null 2>&1 && answers; then
   exit 0
 fi
 
+mkdir -p "$state"
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
   [[ $(id -u) -eq 0 ]] || die "dockerd is not installed and installing docker.io needs root"
   command -v apt-get >/dev/null 2>&1 || die "dockerd is not installed and there is no apt-get to install docker.io"
   log "installing docker.io (Debian package)"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -q --no-install-recommends docker.io >"$state.apt.log" 2>&1; then
-    apt-get update -q >>"$state.apt.log" 2>&1 || true
-    apt-get install -y -q --no-install-recommends docker.io >>"$state.apt.log" 2>&1 \
-      || die "apt-get install docker.io failed (log: $state.apt.log)"
+  if ! apt-get install -y -q --no-install-recommends docker.io >"$state/apt.log" 2>&1; then
+    apt-get update -q >>"$state/apt.log" 2>&1 || true
+    apt-get install -y -q --no-install-recommends docker.io >>"$state/apt.log" 2>&1 \
+      || die "apt-get install docker.io failed (log: $state/apt.log)"
   fi
 fi
 [[ $(id -u) -eq 0 ]] || die "no Docker daemon answers and starting one (dockerd) needs root"
 
-mkdir -p "$state"
 if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   log "dockerd ($(cat "$pidfile")) runs but does not answer yet; waiting"
 else

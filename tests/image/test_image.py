@@ -13,7 +13,6 @@ import os
 import re
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,16 +83,6 @@ def release(chart_helm: Helm) -> str:
     return RELEASE
 
 
-@pytest.fixture
-def queue_service(tmp_path: Path) -> Iterator[QueueServiceProcess]:
-    service = QueueServiceProcess(tmp_path / "queue.db", tmp_path / "queue-service.log")
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
 def access_options(access: str, cluster: ControlPlane, tmp_path: Path) -> tuple[list[str], list[str]]:
     """`docker run` options and operator arguments for reaching the API server as the chart's
     ServiceAccount: a mounted kubeconfig, or the token, CA and service address a Pod gets."""
@@ -126,14 +115,16 @@ def test_operator_creates_jobs_answers_probes_and_stops_on_sigterm(
     chart_kubectl: Kubectl,
     containers: Containers,
     docker: Docker,
-    queue_service: QueueServiceProcess,
+    queue_service_process: QueueServiceProcess,
     tmp_path: Path,
 ) -> None:
     manifest = chart_helm("get", "manifest", release, "--namespace", RELEASE_NS).stdout
     args, env = deployment_args([doc for doc in yaml.safe_load_all(manifest) if doc])
     ports = {"webhook": free_port(), "health": free_port(), "metrics": free_port()}
     pod_name = f"img-operator-{uuid.uuid4().hex[:5]}"
-    env.update({"PORTICO_QUEUE_URL": queue_service.url, "POD_NAME": pod_name, "POD_NAMESPACE": RELEASE_NS})
+    env.update(
+        {"PORTICO_QUEUE_URL": queue_service_process.url, "POD_NAME": pod_name, "POD_NAMESPACE": RELEASE_NS}
+    )
     options, extra_args = access_options(access, chart_cluster, tmp_path)
     for key, value in env.items():
         options += ["--env", f"{key}={value}"]
@@ -153,7 +144,7 @@ def test_operator_creates_jobs_answers_probes_and_stops_on_sigterm(
     kubectl.apply(trigger_manifest("tick", {"schedule": {"cron": "@every 1s"}}, job={"type": "image.tick"}))
 
     def jobs() -> list[dict[str, Any]]:
-        found = list_jobs(queue_service.url, job_type="image.tick")
+        found = list_jobs(queue_service_process.url, job_type="image.tick")
         return [j for j in found if j["metadata"].get("trigger.namespace") == apps]
 
     try:
@@ -228,3 +219,17 @@ def test_queue_service_keeps_its_database_on_a_volume_across_a_restart(
     assert containers.stop(second) == 0
     logs = docker.logs(first) + docker.logs(second)
     assert "Traceback" not in logs, logs[-4000:]
+
+
+def test_a_daemon_that_cannot_be_reached_fails_the_tests_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.image.conftest import run_script
+
+    monkeypatch.setenv("PORTICO_DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        run_script("docker-daemon.sh", timeout=60)
+    assert str(failed.value) == (
+        "hack/docker-daemon.sh failed: docker-daemon: the Docker daemon at unix:///nonexistent/docker.sock "
+        "does not answer (docker version failed)"
+    )
