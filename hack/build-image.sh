@@ -55,6 +55,13 @@ for key in keys:
     value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
     if value:
         found[key] = value
+for key in ("index-url", "extra-index-url"):
+    for url in found.get(key, "").split():
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            sys.exit(
+                f"build-image: the host's pip {key} carries credentials, which would be baked into the base "
+                "(and so the image); use a URL without them, or set PORTICO_PYTHON_IMAGE"
+            )
 cert = found.pop("cert", None)
 if cert and os.path.isfile(cert):
     shutil.copyfile(cert, os.path.join(work, "pip-ca.crt"))
@@ -82,7 +89,7 @@ make_base() {
   suite="${PORTICO_BASE_SUITE:-$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")}"
   [[ -n "$suite" ]] || die "cannot tell the Debian suite of this host; set PORTICO_BASE_SUITE"
   sources=$(host_apt_sources) || die "no Debian apt sources found; set PORTICO_APT_SOURCES to a .sources or .list file"
-  host_pip_conf
+  host_pip_conf || exit 1
   key=$({ echo "$suite $packages"; cat "$sources" "$work/pip.conf"; cat "$work/pip-ca.crt" 2>/dev/null || true; } | sha)
   ref="portico/python-base:$suite-$key"
   if exists "$ref"; then
