@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--log-level", default="INFO", help="log level")
     op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)")
     op.add_argument(
-        "--id", default=None, help="identity of this replica for leader election (default: hostname)"
+        "--id",
+        default=None,
+        help="identity of this replica (Lease holder, Events); default: env POD_NAME, else the host name",
     )
     op.add_argument(
         "--leader-election",
