@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 
 from portico.adapters.job_creator.http import HttpJobCreator
+from portico.logs import setup_logging
 from portico.operator.handlers import operator_settings, register
 from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache, create_api_client
 from portico.operator.leader import LeaderElector, LeaseSettings
-from portico.operator.logs import setup_logging
 from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings
