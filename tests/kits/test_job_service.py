@@ -2,6 +2,7 @@
 its own port instead of a FastAPI router), against the real queue service through `HttpJobQueue`."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -166,10 +167,8 @@ class DatabasePollingTrigger(JobTrigger):
         self._running = False
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     @property
     def is_running(self) -> bool:

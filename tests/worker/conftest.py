@@ -32,7 +32,7 @@ async def start_worker(queue: InMemoryJobQueue) -> AsyncIterator[Callable[..., A
         return worker
 
     yield start
-    for worker, task in running:
+    for worker, _ in running:
         worker.stop()
     for _, task in running:
         with contextlib.suppress(asyncio.CancelledError):

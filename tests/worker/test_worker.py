@@ -2,6 +2,7 @@
 leases, timeouts, shutdown, priorities and concurrency."""
 
 import asyncio
+import itertools
 import json
 import logging
 from typing import Any
@@ -70,7 +71,7 @@ async def test_a_raising_handler_is_retried_with_backoff_until_dead(
     final = await queue.get(job.id)
     assert final is not None and final.attempts == 4
     assert final.last_error == "ConnectionError: downstream unavailable"
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     # Equal jitter: the n-th retry waits between half and all of base·2ⁿ⁻¹ (base 1 s), plus polling.
     for n, gap in enumerate(gaps, start=1):
         assert 2 ** (n - 1) / 2 <= gap <= 2 ** (n - 1) + 1, gaps
