@@ -46,9 +46,9 @@ class _Running:
     """Loop time by which the lease surely ends: counted from before the request that set it."""
     renewed: float
     task: asyncio.Task[Any] | None = None
-    """The whole attempt: handling and reporting."""
-    handler_task: asyncio.Task[Any] | None = None
-    """Only the handler: what is cancelled when the lease is lost or the shutdown timeout passes."""
+    """The attempt: handling, then reporting. Cancelled (while the handler runs, and only then) when
+    the lease is lost or the shutdown timeout passes."""
+    in_handler: bool = False
     lost: bool = False
     released: bool = False
     renewing: bool = False
@@ -94,7 +94,8 @@ class Worker:
         self.metrics = metrics or WorkerMetrics(self.handlers.job_types)
         self._running: dict[str, _Running] = {}
         self._renewals: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        """Set when a slot frees up or `stop()` is called: what a full claim loop waits for."""
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.queue_reachable = False
@@ -113,6 +114,7 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; `run()` then drains and returns. Safe to call from a signal handler."""
         self._stopping.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         """Claim and handle jobs until `stop()`; then let running jobs finish (within `shutdown_timeout`)
@@ -146,8 +148,7 @@ class Worker:
                 logger.warning("releasing %d jobs still running after the shutdown timeout", len(late))
                 for running in list(self._running.values()):
                     running.released = True
-                    if running.handler_task is not None:
-                        running.handler_task.cancel()
+                    self._interrupt(running)
                 await asyncio.wait(late)
 
     async def _pause(self, seconds: float) -> None:
@@ -163,12 +164,8 @@ class Worker:
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
             if free <= 0:
-                self._slot_freed.clear()
-                waiter = asyncio.ensure_future(self._slot_freed.wait())
-                stopper = asyncio.ensure_future(self._stopping.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                self._wakeup.clear()
+                await self._wakeup.wait()
                 continue
             try:
                 jobs = await self._claim(free)
@@ -236,7 +233,7 @@ class Worker:
             outcome = await self._attempt(running)
         finally:
             self._running.pop(job.id, None)
-            self._slot_freed.set()
+            self._wakeup.set()
             self.metrics.in_flight.dec()
             seconds = loop.time() - started
             self.metrics.job_done(job.job_type, outcome, seconds)
@@ -267,28 +264,30 @@ class Worker:
             )
         timeout = handler.timeout_seconds or self.handler_timeout
         logger.debug("job %s %s: started", job.id, job.job_type, extra=running.log)
-        work = asyncio.create_task(handler.handle(job))
-        running.handler_task = work
-        done, _ = await asyncio.wait({work}, timeout=timeout)
-        if not done:
-            work.cancel()
-            await asyncio.wait({work})
+        error: BaseException | None = None
+        deadline = asyncio.timeout(timeout)
+        running.in_handler = True
+        try:
+            async with deadline:
+                await handler.handle(job)
+        except asyncio.CancelledError:
+            running.in_handler = False
+            if not (running.lost or running.released):
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
             if running.lost:
                 return "lease_lost"
-            return await self._report(
-                running,
-                error=f"the handler did not finish within {timeout:g}s",
-                retry_delay=self.backoff.delay(job.attempts),
-            )
-        if work.cancelled():
-            if running.lost:
-                return "lease_lost"
-            if running.released:
-                return await self._report(running, error="released: the worker is stopping", retry_delay=0.0)
-            return await self._report(
-                running, error="the handler was cancelled", retry_delay=self.backoff.delay(job.attempts)
-            )
-        error = work.exception()
+            return await self._report(running, error="released: the worker is stopping", retry_delay=0.0)
+        except Exception as exc:
+            running.in_handler = False
+            if deadline.expired():
+                return await self._report(
+                    running,
+                    error=f"the handler did not finish within {timeout:g}s",
+                    retry_delay=self.backoff.delay(job.attempts),
+                )
+            error = exc
+        running.in_handler = False
         if running.lost:
             return "lease_lost"
         if error is None:
@@ -389,8 +388,14 @@ class Worker:
             return
         running.lost = True
         logger.warning("job %s: giving it up, %s", running.job.id, why, extra=running.log)
-        if running.handler_task is not None:
-            running.handler_task.cancel()
+        self._interrupt(running)
+
+    @staticmethod
+    def _interrupt(running: _Running) -> None:
+        """Cancel the handler of an attempt, never its reporting (which is bounded by the queue's own
+        deadline and must not be cut off half-way)."""
+        if running.in_handler and running.task is not None:
+            running.task.cancel()
 
 
 def _payload_size(job: Job) -> int:
