@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from portico.adapters.job_queue.http import HttpJobQueue
@@ -141,9 +142,16 @@ async def test_sigterm_lets_the_running_job_finish(
 ) -> None:
     job = await queue.enqueue("work", {"seconds": 2}, queue_name="jobs")
     worker = start_worker("--shutdown-timeout", "20")
+    probes = worker.wait_for_log(r"worker metrics listening on (http://\S+)").group(1)
     await wait_until(queue, job.id, "running")
     while not events(effects):
         await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http:
+        for path in ("/healthz", "/readyz"):
+            async with http.get(probes + path) as response:
+                assert response.status == 200, path
+        async with http.get(probes + "/metrics") as response:
+            assert "portico_worker_jobs_in_flight 1.0" in await response.text()
     assert worker.stop(signal.SIGTERM, timeout=30) == 0
     done = await queue.get(job.id)
     assert done is not None and (done.status, done.attempts) == ("completed", 1)

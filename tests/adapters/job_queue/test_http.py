@@ -73,3 +73,35 @@ async def test_an_unreachable_service_is_a_retryable_error(service: RunningQueue
         with pytest.raises(JobQueueError) as info:
             await queue.claim("q", worker="w", lease_seconds=5)
     assert info.value.retryable
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_oversized_answer_is_refused_while_reading(chunked: bool) -> None:
+    from aiohttp import web
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        body = b'{"jobs":[' + b" " * 3_000_000 + b"]}"
+        if not chunked:
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 65536):
+            await response.write(body[start : start + 65536])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/queues/q/claim", huge)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with HttpJobQueue(f"http://{host}:{port}", max_response_bytes=1024 * 1024) as queue:
+            with pytest.raises(JobQueueError, match="more than 1048576 bytes") as info:
+                await queue.claim("q", worker="w", lease_seconds=5)
+        assert not info.value.retryable
+    finally:
+        await runner.cleanup()
