@@ -149,7 +149,13 @@ class Worker:
                 for running in list(self._running.values()):
                     running.released = True
                     self._interrupt(running)
-                await asyncio.wait(late)
+                _, stuck = await asyncio.wait(late, timeout=self.lease_seconds)
+                if stuck:
+                    logger.error(
+                        "%d handlers ignored cancellation; their jobs return to the queue when their "
+                        "leases end",
+                        len(stuck),
+                    )
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on `stop()`."""
