@@ -13,7 +13,7 @@ Floor and worker alternate over rounds (F W, W F, ...) so a change in background
 alike; medians are reported. Prints one JSON line per figure; the goals are at least 80 % of the floor
 and at least 2,000 jobs/s at concurrency 64.
 
-    .venv/bin/python bench/worker.py [--jobs 6000] [--rounds 2] [--concurrency 1 16 64]
+    .venv/bin/python bench/worker.py [--jobs 6000] [--rounds 3] [--concurrency 1 16 64]
 """
 
 import argparse
@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument(
         "--jobs", type=int, default=6000, help="jobs per measurement (a tenth at concurrency 1)"
     )
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running_queue_service(Path(tmp) / "queue.db") as url:
