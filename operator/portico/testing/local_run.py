@@ -25,6 +25,7 @@ LOCAL_EXAMPLES = ("schedule-daily-report.yaml", "webhook-github.yaml")
 a broker or a database of your own (apply them when you have one, and watch them report what is
 missing if you do not)."""
 STATE = ROOT / ".local"
+RUN_NOW = "triggers.portico.dev/run-now"
 WORKER_QUEUES = ("reports", "ci", "default")
 """The queues of the local examples, served by one worker running `portico.worker.examples`."""
 
@@ -150,6 +151,8 @@ def main() -> int:
 
         for example in LOCAL_EXAMPLES:
             k("apply", "-f", str(ROOT / "examples" / example))
+        # One job right away (a manual run of the daily schedule), for the worker to take.
+        k("annotate", "jt", "daily-report", f"{RUN_NOW}={int(time.time())}", "--overwrite")
 
         print(
             f"""
@@ -158,7 +161,9 @@ Portico is running.
   queue service:  {queue_url}   (jobs: curl {queue_url}/v1/jobs)
   webhooks:       http://127.0.0.1:{webhook_port}/hooks/<namespace>/<name>
   worker:         portico.worker.examples on queues {", ".join(WORKER_QUEUES)}; jobs go
-                  pending -> running -> completed (curl {queue_url}/v1/jobs?status=completed)
+                  pending -> running -> completed (curl {queue_url}/v1/jobs?queue=reports); one
+                  more job: kubectl --kubeconfig {kubeconfig} annotate jt daily-report \\
+                             {RUN_NOW}="$(date +%s)" --overwrite
                   metrics: http://127.0.0.1:{worker_metrics_port}/metrics
   examples:       {", ".join(LOCAL_EXAMPLES)} applied; the others in examples/ need a
                   directory, a RabbitMQ or a PostgreSQL of yours (kubectl apply -f examples/...)
