@@ -37,4 +37,6 @@ class JobService(JobCreator):
         return await self.job_queue.get(str(job_id))
 
     async def close(self) -> None:
+        """Closes the queue it was given: the service owns its adapter, as `HttpJobCreator` owns its
+        connection pool."""
         await self.job_queue.close()
