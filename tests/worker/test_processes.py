@@ -103,11 +103,17 @@ async def test_a_killed_workers_job_is_rerun_by_another_and_completed_once(
 async def test_two_workers_on_one_queue_never_run_the_same_job_at_once(
     queue: HttpJobQueue, start_worker: Callable[..., Process], effects: Path
 ) -> None:
-    jobs = [await queue.enqueue("work", {"seconds": 0.02}, queue_name="jobs") for _ in range(150)]
-    # Jobs that outlive their lease: renewed, never handed to the other worker.
-    jobs += [await queue.enqueue("work", {"seconds": 7}, queue_name="jobs", priority=1) for _ in range(4)]
     start_worker(concurrency=8, lease_seconds=3)
     start_worker(concurrency=8, lease_seconds=3)
+    # Jobs that outlive their lease (renewed, never handed to the other worker), then short ones.
+    jobs = list(
+        await asyncio.gather(
+            *(queue.enqueue("work", {"seconds": 7}, queue_name="jobs", priority=1) for _ in range(4))
+        )
+    )
+    jobs += await asyncio.gather(
+        *(queue.enqueue("work", {"seconds": 0.05}, queue_name="jobs") for _ in range(150))
+    )
     for job in jobs:
         done = await wait_until(queue, job.id, "completed", "dead", "failed", timeout=90)
         assert (done.status, done.attempts) == ("completed", 1)
