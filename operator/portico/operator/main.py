@@ -19,11 +19,11 @@ import kopf
 from kopf._core.engines.peering import Identity
 
 from portico.adapters.job_creator.http import HttpJobCreator
+from portico.logs import setup_logging
 from portico.operator.handlers import operator_settings, register
 from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache
 from portico.operator.kube_access import KubeAccess, KubeConfigError, create_api_client, resolve_kube_access
 from portico.operator.leader import LeaderElector, LeaseSettings
-from portico.operator.logs import setup_logging
 from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings, SettingsError
