@@ -4,6 +4,8 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from portico.http_guard import ServerLimits
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -12,6 +14,7 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()
     webhook_host: str = "0.0.0.0"
     webhook_port: int = 8080
+    webhook_limits: ServerLimits = field(default_factory=ServerLimits)
     health_host: str = "0.0.0.0"
     health_port: int = 8081
     metrics_host: str = "0.0.0.0"
@@ -45,6 +48,11 @@ class OperatorSettings:
             namespaces=tuple(args.namespaces),
             webhook_host=args.webhook_host,
             webhook_port=args.webhook_port,
+            webhook_limits=ServerLimits(
+                header_timeout=args.webhook_header_timeout,
+                keepalive_timeout=args.webhook_keepalive_timeout,
+                max_connections=args.webhook_max_connections,
+            ),
             health_host=args.health_host,
             health_port=args.health_port,
             metrics_host=args.metrics_host,

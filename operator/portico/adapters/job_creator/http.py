@@ -27,6 +27,7 @@ from yarl import URL
 
 from portico import __version__
 from portico.domain.histogram import Histogram
+from portico.domain.input_policy import PolicyViolation, check_job, parse_json
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ def _error_detail(body: bytes) -> str:
     """The service's own explanation from an error body (`{"error": ..., "field": ...}`), shortened."""
     text = body.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = parse_json(text)
+    except PolicyViolation:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         text = data["error"]
@@ -292,8 +293,15 @@ class HttpJobCreator(JobCreator):
         return JobCreationError(self._redact(message), retryable=False, status=status)
 
     def _job(self, what: str, status: int, data: bytes) -> Job:
+        """The job in a reply, read under the same input policy the queue service applies, so a job the
+        service stored is a job this reads (pydantic's own JSON parser stops at a lower nesting)."""
         try:
-            return Job.model_validate_json(data)
+            return Job.model_validate(parse_json(data))
+        except PolicyViolation as exc:
+            message = (
+                f"{what}: HTTP {status} from the queue service with a job outside the input policy: {exc}"
+            )
+            raise JobCreationError(message, retryable=False, status=status) from None
         except pydantic.ValidationError as exc:
             errors = exc.error_count()
             message = f"{what}: HTTP {status} from the queue service without a valid job ({errors} errors)"
@@ -318,6 +326,17 @@ class HttpJobCreator(JobCreator):
             "payload": payload,
             "metadata": metadata or {},
         }
+        try:
+            check_job(
+                job_type=job_type,
+                queue_name=queue_name,
+                payload=payload,
+                metadata=metadata or {},
+            )
+        except PolicyViolation as exc:
+            raise JobCreationError(
+                f"{what}: the job breaks the input policy: {exc}", retryable=False, status=400
+            ) from None
         try:
             body = _strict_json.encode(request).encode()
         except (TypeError, ValueError) as exc:

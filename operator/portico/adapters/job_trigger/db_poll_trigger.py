@@ -32,6 +32,7 @@ import asyncpg
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from portico.adapters.job_trigger.common import JobEmitter
+from portico.domain.input_policy import decode_lenient
 from portico.domain.model import SpecModel
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_creator import JobCreationError, JobCreator
@@ -483,7 +484,9 @@ class DatabasePollingTrigger(JobTrigger):
             ) from None
         try:
             for codec in ("json", "jsonb"):
-                await conn.set_type_codec(codec, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+                await conn.set_type_codec(
+                    codec, encoder=json.dumps, decoder=decode_lenient, schema="pg_catalog"
+                )
             await self._prepare(conn)
         except BaseException:
             conn.terminate()
