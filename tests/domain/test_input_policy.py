@@ -1,5 +1,6 @@
 """The input policy as a pure function: each rule, its JSON path, and bounded cost on hostile shapes."""
 
+import contextlib
 import json
 import time
 
@@ -15,8 +16,8 @@ from portico.domain.input_policy import (
     PolicyViolation,
     Unreadable,
     check_identifier,
-    check_json,
     check_job,
+    check_json,
     decode_lenient,
     parse_json,
 )
@@ -116,10 +117,8 @@ def test_hostile_shapes_cost_little() -> None:
     ]
     for shape in shapes:
         started = time.perf_counter()
-        try:
+        with contextlib.suppress(PolicyViolation):
             parse_json(shape)
-        except PolicyViolation:
-            pass
         assert time.perf_counter() - started < 5, shape[:20]
 
 
