@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,27 @@ class ServerLimits:
     def __post_init__(self) -> None:
         if self.header_timeout <= 0 or self.keepalive_timeout <= 0 or self.max_connections < 1:
             raise ValueError("timeouts must be positive and max_connections at least 1")
+
+
+BODY_READ_ERRORS = (ContentEncodingError, RequestPayloadError)
+"""What reading a request body raises when the body, not the connection, is at fault."""
+ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
+
+
+def encoding_refusal(content_encoding: str) -> str | None:
+    """Why a request's Content-Encoding is refused (415), or None when it is one this server decodes."""
+    if content_encoding.strip().lower() in ACCEPTED_ENCODINGS:
+        return None
+    return "the Content-Encoding must be gzip, deflate or identity"
+
+
+def body_read_refusal(exc: BaseException) -> tuple[int, str]:
+    """The answer to one of `BODY_READ_ERRORS`: 415 for a body that does not decode as its
+    Content-Encoding says, 400 for a malformed transfer encoding."""
+    cause = exc if isinstance(exc, ContentEncodingError) else exc.__cause__
+    if isinstance(cause, ContentEncodingError):
+        return 415, "the body does not decode as its Content-Encoding says"
+    return 400, "the body is malformed (transfer encoding)"
 
 
 def _raw_answer(status: int, reason: str, message: str, extra: str = "") -> bytes:
@@ -118,6 +139,14 @@ class _GuardedHandler(RequestHandler):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _process_keepalive(self) -> None:
+        """A request whose headers are arriving is the header timer's to end (with a 408), not the idle
+        timer's (which would close without a word)."""
+        if self._header_timer is None:
+            super()._process_keepalive()
+        else:
+            self._keepalive_handle = None
+
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self._messages or self._request_in_progress or self.transport is None:
@@ -143,15 +172,17 @@ class _GuardedHandler(RequestHandler):
         with a stray NUL, for one) and its plain-text body echoes it. Here only the kind of error is
         logged and answered."""
         if isinstance(exc, HttpProcessingError):
+            text = "malformed HTTP request"
             if isinstance(exc, LineTooLong):
-                status = 431
+                status, text = 431, "a request line or header is too long"
+            elif isinstance(exc, ContentEncodingError):
+                status, text = 415, "the Content-Encoding must be gzip, deflate or identity"
             logger.info(
                 "malformed HTTP request from %s refused with %d (%s)",
                 request.remote,
                 status,
                 type(exc).__name__,
             )
-            text = "malformed HTTP request" if status != 431 else "a request line or header is too long"
         elif status == 500:
             logger.error(
                 "unexpected error answering a request (%s)", type(exc).__name__ if exc else "unknown"

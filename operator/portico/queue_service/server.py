@@ -16,10 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast, get_args
 
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from portico.http_guard import GuardedRunner, ServerLimits
+from portico.http_guard import (
+    BODY_READ_ERRORS,
+    GuardedRunner,
+    ServerLimits,
+    body_read_refusal,
+    encoding_refusal,
+)
 from portico.queue_service.metrics import QueueMetrics
 from portico.queue_service.openapi import openapi_document
 from portico.queue_service.settings import QueueServiceSettings, Synchronous, read_token
@@ -47,7 +52,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CLIENT_CLOSED_REQUEST = 499
 """Recorded (never sent) when the client went away before its request was read: not a server error."""
-ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Metric labels stay bounded whatever methods clients invent."""
@@ -102,9 +106,9 @@ async def _read_json(request: web.Request, *, required: bool) -> Any:
         return {}
     if request.content_type != "application/json":
         raise _ApiError(415, f"the body must be application/json, not {request.content_type}")
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ACCEPTED_ENCODINGS:
-        raise _ApiError(415, "the Content-Encoding must be gzip, deflate or identity")
+    refusal = encoding_refusal(request.headers.get("Content-Encoding", ""))
+    if refusal is not None:
+        raise _ApiError(415, refusal)
     settings = request.app[SETTINGS]
     limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -114,8 +118,8 @@ async def _read_json(request: web.Request, *, required: bool) -> Any:
             body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _ApiError(413, f"the body is larger than {limit} bytes (decoded)") from None
-    except ContentEncodingError:
-        raise _ApiError(415, f"the body is not valid {encoding} data") from None
+    except BODY_READ_ERRORS as exc:
+        raise _ApiError(*body_read_refusal(exc), close=True) from None
     except TimeoutError:
         raise _ApiError(408, "the body was not received in time", close=True) from None
     if not body and not required:

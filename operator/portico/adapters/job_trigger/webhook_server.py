@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
 
-from portico.http_guard import GuardedRunner, ServerLimits
+from portico.http_guard import (
+    BODY_READ_ERRORS,
+    GuardedRunner,
+    ServerLimits,
+    body_read_refusal,
+    encoding_refusal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +168,6 @@ class WebhookServer:
 
 CLIENT_CLOSED_REQUEST = 499
 """Recorded (never sent: nobody is listening) when the client went away before its request was read."""
-ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
 
 
 def client_gone() -> web.Response:
@@ -172,7 +176,12 @@ def client_gone() -> web.Response:
 
 
 class UndecodableBody(Exception):
-    """The Content-Encoding is not one the server decodes, or the body is not valid data of it (415)."""
+    """The Content-Encoding is not one the server decodes, or the body is not valid data of it (415), or
+    its transfer encoding is malformed (400)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def read_body_capped(request: web.Request, limit: int) -> bytes | None:
@@ -183,17 +192,17 @@ async def read_body_capped(request: web.Request, limit: int) -> bytes | None:
     body is decoded as it arrives and the limit applies to the decoded bytes, so a compression bomb
     stops at the limit too. Raises `UndecodableBody` for any other Content-Encoding or a corrupt body.
     """
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ACCEPTED_ENCODINGS:
-        raise UndecodableBody("the Content-Encoding must be gzip, deflate or identity")
+    refusal = encoding_refusal(request.headers.get("Content-Encoding", ""))
+    if refusal is not None:
+        raise UndecodableBody(415, refusal)
     if request.content_length is not None and request.content_length > limit:
         return None
     received = bytearray()
     while True:
         try:
             chunk = await request.content.readany()
-        except ContentEncodingError:
-            raise UndecodableBody(f"the body is not valid {encoding} data") from None
+        except BODY_READ_ERRORS as exc:
+            raise UndecodableBody(*body_read_refusal(exc)) from None
         if not chunk:
             return bytes(received)
         received += chunk

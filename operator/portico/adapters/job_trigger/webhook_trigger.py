@@ -690,7 +690,7 @@ class WebhookTrigger(JobTrigger):
                 try:
                     body = await read_body_capped(request, self.config.max_body_bytes)
                 except UndecodableBody as exc:
-                    raise _Refusal(415, str(exc), close=True) from None
+                    raise _Refusal(exc.status, str(exc), close=True) from None
                 receiving = False
                 if body is None:
                     raise _Refusal(413, f"the body exceeds {self.config.max_body_bytes} bytes", close=True)
