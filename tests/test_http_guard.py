@@ -277,3 +277,83 @@ async def test_the_queue_service_bounds_the_time_to_send_a_body(queue_service_fa
         answer = await exchange(target.port, raw, wait=3)
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert await target.created() == 0
+
+
+_WEBHOOK_SERVER_SCRIPT = """
+import asyncio, logging
+from portico.adapters.job_creator.memory import InMemoryJobCreator
+from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
+
+async def main():
+    logging.basicConfig(level=logging.INFO)
+    config = WebhookConfig(prefix="/hooks/h", host="127.0.0.1", port=0, auth=WebhookAuthSpec(type="none"))
+    trigger = WebhookTrigger(InMemoryJobCreator(), config)
+    await trigger.start()
+    print("listening on", trigger.url.rsplit("/hooks", 1)[0], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+DESCRIPTOR_LIMIT = 64
+
+
+@pytest.mark.parametrize("server", ["webhook", "queue"])
+def test_running_out_of_file_descriptors_logs_a_line_not_a_flood(server: str, tmp_path: Any) -> None:
+    """With its descriptors exhausted by idle clients, a server logs the condition about once per interval
+    (it used to log a traceback per accept attempt, thousands a second), and serves again once they go."""
+    import resource
+    import select
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
+
+    if server == "webhook":
+        command = [sys.executable, "-c", _WEBHOOK_SERVER_SCRIPT]
+    else:
+        command = [sys.executable, "-m", "portico", "queue-service", "--port", "0", "--db", ":memory:"]
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=low_limit)
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        assert "listening on" in line, log_path.read_text()
+        url = line.split("listening on", 1)[1].strip()
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(DESCRIPTOR_LIMIT * 2):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(2.5)
+        logged = log_path.read_text()
+        reports = logged.count("out of file descriptors")
+        assert 1 <= reports <= 2, logged[-3000:]
+        assert "Traceback" not in logged and "socket.accept() out of system resource" not in logged
+        for client in clients:
+            client.close()
+        clients.clear()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    assert response.status == 200
+                break
+            except urllib.error.HTTPError as exc:  # the webhook server has no /healthz: a 404 is an answer
+                assert exc.code == 404
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not recover"
+                time.sleep(0.2)
+    finally:
+        for client in clients:
+            client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 MAX_DEPTH: Final = 64
+"""Levels of arrays and objects in a job's payload (the payload object itself is the first)."""
+ENVELOPE_DEPTH: Final = MAX_DEPTH + 1
+"""The same bound for a document that carries a payload one level down (a queue-service request or
+reply, a request-mode webhook body), so that every payload the policy accepts fits in its envelope."""
 MIN_INTEGER: Final = -(2**63)
 MAX_INTEGER: Final = 2**63 - 1
 _MAX_INTEGER_DIGITS: Final = 20
@@ -72,16 +76,16 @@ def _integer(text: str) -> object:
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_integer)
 
 
-def _decode(text: str) -> Any:
+def _decode(text: str, max_depth: int = MAX_DEPTH) -> Any:
     try:
         return _decoder.decode(text)
     except RecursionError:
-        raise PolicyViolation(RULE_DEPTH, "$", f"nested deeper than {MAX_DEPTH} levels") from None
+        raise PolicyViolation(RULE_DEPTH, "$", f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise PolicyViolation(RULE_SYNTAX, "$", f"not valid JSON: {exc}") from None
 
 
-def parse_json(data: bytes | str, *, where: str = "$") -> Any:
+def parse_json(data: bytes | str, *, where: str = "$", max_depth: int = MAX_DEPTH) -> Any:
     """Decode JSON (UTF-8 when bytes) and check it against the policy. Raises `PolicyViolation`."""
     if isinstance(data, bytes):
         try:
@@ -90,8 +94,8 @@ def parse_json(data: bytes | str, *, where: str = "$") -> Any:
             raise PolicyViolation(RULE_UNICODE, where, f"not UTF-8 at byte {exc.start}") from None
     else:
         text = data
-    value = _decode(text)
-    check_json(value, where)
+    value = _decode(text, max_depth)
+    check_json(value, where, max_depth=max_depth)
     return value
 
 
@@ -136,7 +140,7 @@ def _path(trail: tuple[Any, ...] | None, where: str) -> str:
     return path if len(path) <= MAX_PATH_LENGTH else path[: MAX_PATH_LENGTH - 1] + "…"
 
 
-def check_json(value: Any, where: str = "$") -> None:
+def check_json(value: Any, where: str = "$", *, max_depth: int = MAX_DEPTH) -> None:
     """Check an already decoded value (a dict from YAML, a driver, a caller). Iterative, so a hostile
     depth cannot overflow the check itself. Raises `PolicyViolation` at the first offending value."""
     stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(value, 0, None)]
@@ -147,9 +151,9 @@ def check_json(value: Any, where: str = "$") -> None:
             if not _valid_text(item):
                 raise PolicyViolation(RULE_UNICODE, _path(trail, where), "text with a lone surrogate")
         elif kind is dict:
-            if depth >= MAX_DEPTH:
+            if depth >= max_depth:
                 raise PolicyViolation(
-                    RULE_DEPTH, _path(trail, where), f"nested deeper than {MAX_DEPTH} levels"
+                    RULE_DEPTH, _path(trail, where), f"nested deeper than {max_depth} levels"
                 )
             for key, inner in item.items():
                 if type(key) is not str:
@@ -158,9 +162,9 @@ def check_json(value: Any, where: str = "$") -> None:
                     raise PolicyViolation(RULE_UNICODE, _path(trail, where), "a key with a lone surrogate")
                 stack.append((inner, depth + 1, (trail, key)))
         elif kind is list:
-            if depth >= MAX_DEPTH:
+            if depth >= max_depth:
                 raise PolicyViolation(
-                    RULE_DEPTH, _path(trail, where), f"nested deeper than {MAX_DEPTH} levels"
+                    RULE_DEPTH, _path(trail, where), f"nested deeper than {max_depth} levels"
                 )
             stack.extend((inner, depth + 1, (trail, index)) for index, inner in enumerate(item))
         elif kind is int:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from portico.domain.input_policy import PolicyViolation, check_identifier
+from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, check_identifier
 from portico.domain.input_policy import parse_json as parse_policy_json
 from portico.queue_service.store import STATUSES
 
@@ -97,7 +97,7 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise RequestError("body", "the request body is empty; a JSON object is required")
     try:
-        return parse_policy_json(body)
+        return parse_policy_json(body, max_depth=ENVELOPE_DEPTH)
     except PolicyViolation as exc:
         raise RequestError.from_violation(exc) from None
 

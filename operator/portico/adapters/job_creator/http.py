@@ -27,7 +27,7 @@ from yarl import URL
 
 from portico import __version__
 from portico.domain.histogram import Histogram
-from portico.domain.input_policy import PolicyViolation, check_job, parse_json
+from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, check_job, parse_json
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _error_detail(body: bytes) -> str:
     """The service's own explanation from an error body (`{"error": ..., "field": ...}`), shortened."""
     text = body.decode("utf-8", "replace")
     try:
-        data = parse_json(text)
+        data = parse_json(text, max_depth=ENVELOPE_DEPTH)
     except PolicyViolation:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), str):
@@ -296,7 +296,7 @@ class HttpJobCreator(JobCreator):
         """The job in a reply, read under the same input policy the queue service applies, so a job the
         service stored is a job this reads (pydantic's own JSON parser stops at a lower nesting)."""
         try:
-            return Job.model_validate(parse_json(data))
+            return Job.model_validate(parse_json(data, max_depth=ENVELOPE_DEPTH))
         except PolicyViolation as exc:
             message = (
                 f"{what}: HTTP {status} from the queue service with a job outside the input policy: {exc}"

@@ -60,7 +60,14 @@ from portico.adapters.job_trigger.webhook_server import (
     normalize_path,
     read_body_capped,
 )
-from portico.domain.input_policy import RULE_DEPTH, PolicyViolation, check_identifier, parse_json
+from portico.domain.input_policy import (
+    ENVELOPE_DEPTH,
+    MAX_DEPTH,
+    RULE_DEPTH,
+    PolicyViolation,
+    check_identifier,
+    parse_json,
+)
 from portico.domain.model import SpecModel
 from portico.domain.trigger import PRIORITY_MAX, PRIORITY_MIN, JobTemplate, SecretRef, TriggerRef
 from portico.http_guard import ServerLimits
@@ -696,7 +703,7 @@ class WebhookTrigger(JobTrigger):
                     raise _Refusal(413, f"the body exceeds {self.config.max_body_bytes} bytes", close=True)
                 if self._verifier.needs_body:
                     self._authenticate(request.headers, body)
-                document = _parse_json(body)
+                document = _parse_json(body, ENVELOPE_DEPTH if self.config.mode == "request" else MAX_DEPTH)
                 if self.config.mode == "request":
                     return await self._create_from_request(request, document)
                 return await self._create_from_payload(request, document)
@@ -936,11 +943,11 @@ def _is_json(request: web.Request) -> bool:
 _DELIVERY_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_DELIVERY_ID_LENGTH}}}")
 
 
-def _parse_json(body: bytes) -> object:
+def _parse_json(body: bytes, max_depth: int) -> object:
     """The body under the input policy (`portico.domain.input_policy`): a refusal names the rule and
     the JSON path, before anything reaches the queue service."""
     try:
-        return parse_json(body)
+        return parse_json(body, max_depth=max_depth)
     except PolicyViolation as exc:
         raise _Refusal(400, str(exc), rule=exc.rule, json_path=exc.path) from None
 
