@@ -301,7 +301,7 @@ class HttpJobCreator(JobCreator):
             message = (
                 f"{what}: HTTP {status} from the queue service with a job outside the input policy: {exc}"
             )
-            raise JobCreationError(message, retryable=False, status=status) from None
+            raise JobCreationError(self._redact(message), retryable=False, status=status) from None
         except pydantic.ValidationError as exc:
             errors = exc.error_count()
             message = f"{what}: HTTP {status} from the queue service without a valid job ({errors} errors)"
