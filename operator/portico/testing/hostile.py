@@ -227,3 +227,24 @@ class LogRecorder(logging.Handler):
 
     def leaked(self, secret: str) -> list[str]:
         return [line for line in self.lines if secret in line]
+
+
+def reported_cases(*, envelope: bool) -> list[Case]:
+    """The shapes reported before hardening, each sent as a well-formed, authenticated request: payloads
+    800 to 980 deep (stored, then claims of their queue answered 500 after leasing; the exact depth
+    depends on the stack), 200 deep (stored but reported failed), 1e400, a queue name with a trailing
+    newline, a gzip header over a body that is not gzip."""
+    payloads = [nested(976), nested(900), nested(800), nested(200), nested(980), "1e400", '"ok"']
+    bodies = [
+        (
+            f'{{"job_type": "t", "queue_name": "p", "payload": {{"x": {value}}}}}'
+            if envelope
+            else f'{{"x": {value}}}'
+        )
+        for value in payloads
+    ]
+    if envelope:
+        bodies.append('{"job_type": "t", "queue_name": "abc\\n", "payload": {}}')
+    cases = [Case(body.encode()) for body in bodies]
+    cases.append(Case(b"this is not gzip", {"Content-Encoding": "gzip"}))
+    return cases
