@@ -40,7 +40,7 @@ def violation(data: bytes | str) -> PolicyViolation:
         (b'{"a": 9223372036854775808}', "number-range", "$.a"),
         (b'{"a": -9223372036854775809}', "number-range", "$.a"),
         (b'{"a": 1e19}', "number-range", "$.a"),
-        (b'{"a": ' + b"9" * 100_000 + b"}", "number-range", "$.a"),
+        (b'{"a": ' + b"9" * 100_000 + b"}", "number-range", "$"),
         (b'{"a": "\\ud800"}', "unicode", "$.a"),
         (b'{"\\udfff": 1}', "unicode", "$"),
         (b'{"x y": {"\\n": "\\udbff"}}', "unicode", '$["x y"]["\\n"]'),

@@ -28,9 +28,6 @@ ENVELOPE_DEPTH: Final = MAX_DEPTH + 1
 reply, a request-mode webhook body), so that every payload the policy accepts fits in its envelope."""
 MIN_INTEGER: Final = -(2**63)
 MAX_INTEGER: Final = 2**63 - 1
-_MAX_INTEGER_DIGITS: Final = 20
-"""A JSON integer literal longer than this is out of range whatever its value; checked before `int()` so
-that a 100,000-digit literal costs nothing."""
 
 RULE_SYNTAX: Final = "json-syntax"
 RULE_DEPTH: Final = "json-depth"
@@ -66,14 +63,7 @@ def _refuse_constant(name: str) -> object:
     return Unreadable(RULE_FINITE, f"{name} is not a finite number")
 
 
-def _integer(text: str) -> object:
-    digits = len(text) - (text[0] == "-")
-    if digits > _MAX_INTEGER_DIGITS:
-        return Unreadable(RULE_RANGE, f"an integer of {digits} digits is outside the 64-bit range")
-    return int(text)
-
-
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_integer)
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _decode(text: str, max_depth: int = MAX_DEPTH) -> Any:
@@ -82,6 +72,8 @@ def _decode(text: str, max_depth: int = MAX_DEPTH) -> Any:
     except RecursionError:
         raise PolicyViolation(RULE_DEPTH, "$", f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            raise PolicyViolation(RULE_RANGE, "$", "an integer of thousands of digits") from None
         raise PolicyViolation(RULE_SYNTAX, "$", f"not valid JSON: {exc}") from None
 
 
@@ -140,9 +132,50 @@ def _path(trail: tuple[Any, ...] | None, where: str) -> str:
     return path if len(path) <= MAX_PATH_LENGTH else path[: MAX_PATH_LENGTH - 1] + "…"
 
 
+def _leaf_ok(item: Any) -> bool:
+    kind = type(item)
+    if kind is str:
+        return bool(item.isascii()) or _valid_text(item)
+    if kind is int or kind is float:
+        return bool(MIN_INTEGER <= item <= MAX_INTEGER)  # False for NaN and the infinities too
+    return item is None or kind is bool
+
+
+def _clean(value: Any, max_depth: int) -> bool:
+    """The common case, fast: no path is tracked while nothing is wrong."""
+    if type(value) is not dict and type(value) is not list:
+        return _leaf_ok(value)
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth >= max_depth:
+            return False
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str or not (key.isascii() or _valid_text(key)):
+                    return False
+            inner_values: Any = item.values()
+        else:
+            inner_values = item
+        for inner in inner_values:
+            kind = type(inner)
+            if kind is dict or kind is list:
+                stack.append((inner, depth + 1))
+            elif not _leaf_ok(inner):
+                return False
+    return True
+
+
 def check_json(value: Any, where: str = "$", *, max_depth: int = MAX_DEPTH) -> None:
     """Check an already decoded value (a dict from YAML, a driver, a caller). Iterative, so a hostile
     depth cannot overflow the check itself. Raises `PolicyViolation` at the first offending value."""
+    if _clean(value, max_depth):
+        return
+    _locate_fault(value, where, max_depth)
+
+
+def _locate_fault(value: Any, where: str, max_depth: int) -> None:
+    """The slow walk that knows where it is: only run once something is known to be wrong."""
     stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(value, 0, None)]
     while stack:
         item, depth, trail = stack.pop()
@@ -179,6 +212,7 @@ def check_json(value: Any, where: str = "$", *, max_depth: int = MAX_DEPTH) -> N
             raise PolicyViolation(item.rule, _path(trail, where), item.detail)
         elif item is not None and kind is not bool:
             raise PolicyViolation(RULE_TYPE, _path(trail, where), f"a {kind.__name__}, which is not JSON")
+    raise AssertionError("the fast check found a fault the slow one did not")  # pragma: no cover
 
 
 _CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F))

@@ -27,7 +27,7 @@ from yarl import URL
 
 from portico import __version__
 from portico.domain.histogram import Histogram
-from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, check_job, parse_json
+from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, check_job, check_json, parse_json
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 
 logger = logging.getLogger(__name__)
@@ -293,19 +293,23 @@ class HttpJobCreator(JobCreator):
         return JobCreationError(self._redact(message), retryable=False, status=status)
 
     def _job(self, what: str, status: int, data: bytes) -> Job:
-        """The job in a reply, read under the same input policy the queue service applies, so a job the
-        service stored is a job this reads (pydantic's own JSON parser stops at a lower nesting)."""
+        """The job in a reply, under the same input policy the queue service applies, so a job the service
+        stored is a job this reads. pydantic's parser is the fast path; the policy explains a refusal."""
         try:
-            return Job.model_validate(parse_json(data, max_depth=ENVELOPE_DEPTH))
+            job = Job.model_validate_json(data)
+            check_json(job.payload, "$.payload")
+            check_json(job.metadata, "$.metadata")
+            return job
         except PolicyViolation as exc:
-            message = (
-                f"{what}: HTTP {status} from the queue service with a job outside the input policy: {exc}"
-            )
-            raise JobCreationError(self._redact(message), retryable=False, status=status) from None
+            reason = f"a job outside the input policy: {exc}"
         except pydantic.ValidationError as exc:
-            errors = exc.error_count()
-            message = f"{what}: HTTP {status} from the queue service without a valid job ({errors} errors)"
-            raise JobCreationError(message, retryable=False, status=status) from None
+            try:
+                parse_json(data, max_depth=ENVELOPE_DEPTH)
+                reason = f"no valid job ({exc.error_count()} errors)"
+            except PolicyViolation as violation:
+                reason = f"a body outside the input policy: {violation}"
+        message = f"{what}: HTTP {status} from the queue service with {reason}"
+        raise JobCreationError(self._redact(message), retryable=False, status=status) from None
 
     async def create_job(
         self,
