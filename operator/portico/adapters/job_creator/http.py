@@ -343,7 +343,7 @@ class HttpJobCreator(JobCreator):
             ) from None
         try:
             body = _strict_json.encode(request).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise JobCreationError(f"{what}: the job is not valid JSON: {exc}", retryable=False) from None
         key = (
             header_safe_idempotency_key(idempotency_key) if idempotency_key is not None else uuid.uuid4().hex
