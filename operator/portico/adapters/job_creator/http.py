@@ -27,7 +27,7 @@ from yarl import URL
 
 from portico import __version__
 from portico.domain.histogram import Histogram
-from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, check_job, check_json, parse_json
+from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, parse_json
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 
 logger = logging.getLogger(__name__)
@@ -293,15 +293,11 @@ class HttpJobCreator(JobCreator):
         return JobCreationError(self._redact(message), retryable=False, status=status)
 
     def _job(self, what: str, status: int, data: bytes) -> Job:
-        """The job in a reply, under the same input policy the queue service applies, so a job the service
-        stored is a job this reads. pydantic's parser is the fast path; the policy explains a refusal."""
+        """The job in a reply. The queue service stores only jobs within the input policy, whose nesting
+        pydantic's parser reads, so a job the service stored is a job this reads; when a reply cannot be
+        read, the policy says why."""
         try:
-            job = Job.model_validate_json(data)
-            check_json(job.payload, "$.payload")
-            check_json(job.metadata, "$.metadata")
-            return job
-        except PolicyViolation as exc:
-            reason = f"a job outside the input policy: {exc}"
+            return Job.model_validate_json(data)
         except pydantic.ValidationError as exc:
             try:
                 parse_json(data, max_depth=ENVELOPE_DEPTH)
@@ -321,7 +317,9 @@ class HttpJobCreator(JobCreator):
         idempotency_key: str | None = None,
     ) -> Job:
         """Create the job. Without `idempotency_key` a random one is used, which still makes this call's
-        own retries safe. Keys that are not header-safe are sent hashed (`header_safe_idempotency_key`)."""
+        own retries safe. A job outside the input policy is refused by the queue service (400, not
+        retried), before it is stored. Keys that are not header-safe are sent hashed
+        (`header_safe_idempotency_key`)."""
         what = f"creating a {job_type!r} job"
         request = {
             "job_type": job_type,
@@ -330,17 +328,6 @@ class HttpJobCreator(JobCreator):
             "payload": payload,
             "metadata": metadata or {},
         }
-        try:
-            check_job(
-                job_type=job_type,
-                queue_name=queue_name,
-                payload=payload,
-                metadata=metadata or {},
-            )
-        except PolicyViolation as exc:
-            raise JobCreationError(
-                f"{what}: the job breaks the input policy: {exc}", retryable=False, status=400
-            ) from None
         try:
             body = _strict_json.encode(request).encode()
         except (TypeError, ValueError, RecursionError) as exc:
