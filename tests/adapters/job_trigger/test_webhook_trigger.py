@@ -328,7 +328,7 @@ async def test_malformed_json_is_400(
         (b'{"job_type": "x", "payload": {"a": 18446744073709551616}}', "number-range", "$.payload.a"),
         (b'{"job_type": "x", "payload": {"a b": "\\ud800"}}', "unicode", '$.payload["a b"]'),
         (b'{"job_type": "x", "payload": {"\\uDFFF": 1}}', "unicode", "$.payload"),
-        (deep, "json-depth", "$.payload.a" + "[0]" * 62),
+        (deep, "json-depth", "$.payload.a" + "[0]" * 63),
         (deeper, "json-depth", "$"),
     ):
         status, body, _ = await post(http, trigger.url, raw)
