@@ -170,14 +170,14 @@ class RunningQueueService:
         after: int | None = 0
         while after is not None:
             page, after = await self.store.list_jobs(after=after, limit=1000, **filters)
-            jobs.extend(Job.model_validate(job) for job in page)
+            jobs.extend(Job.model_validate_json(job) for job in page)
         return jobs
 
     async def get_job(self, job_id: str) -> Any:
         from portico.ports.job_creator import Job
 
         job = await self.store.get(job_id)
-        return None if job is None else Job.model_validate(job)
+        return None if job is None else Job.model_validate_json(job)
 
     async def stop(self) -> None:
         """Stop serving (connections are refused afterwards). Idempotent."""
@@ -190,6 +190,7 @@ class RunningQueueService:
 async def queue_service_factory(tmp_path: Path) -> AsyncIterator[Any]:
     from aiohttp import web
 
+    from portico.http_guard import GuardedRunner
     from portico.queue_service.server import SETTINGS, STORE, create_app
     from portico.queue_service.settings import QueueServiceSettings
 
@@ -197,8 +198,11 @@ async def queue_service_factory(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def start(**settings: Any) -> RunningQueueService:
         settings.setdefault("db_path", str(tmp_path / f"queue-{len(services)}.db"))
-        app = create_app(QueueServiceSettings(**settings))
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        service_settings = QueueServiceSettings(**settings)
+        app = create_app(service_settings)
+        runner = GuardedRunner(
+            app, limits=service_settings.limits, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -32,6 +32,31 @@ def _validate(args: argparse.Namespace) -> int:
     return validate_paths(args.filename, out=sys.stdout)
 
 
+def _add_limit_arguments(parser: argparse.ArgumentParser, prefix: str, server: str) -> None:
+    """The connection limits of an HTTP server (`portico.http_guard.ServerLimits`)."""
+    from portico.http_guard import ServerLimits
+
+    defaults = ServerLimits()
+    parser.add_argument(
+        f"--{prefix}header-timeout",
+        type=float,
+        default=defaults.header_timeout,
+        help=f"seconds a client of the {server} has to send a request's headers (then 408)",
+    )
+    parser.add_argument(
+        f"--{prefix}keepalive-timeout",
+        type=float,
+        default=defaults.keepalive_timeout,
+        help=f"seconds an idle keep-alive connection to the {server} stays open",
+    )
+    parser.add_argument(
+        f"--{prefix}max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help=f"open connections to the {server} beyond which new ones are answered 503",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="portico",
@@ -57,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--webhook-host", default="0.0.0.0", help="address of the webhook server")
     op.add_argument("--webhook-port", type=int, default=8080, help="port of the webhook server (0: random)")
+    _add_limit_arguments(op, "webhook-", "webhook server")
     op.add_argument("--health-host", default="0.0.0.0", help="address of the liveness/readiness server")
     op.add_argument("--health-port", type=int, default=8081, help="port of liveness/readiness probes")
     op.add_argument("--metrics-host", default="0.0.0.0", help="address of the Prometheus metrics server")
@@ -103,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--db", default="portico-queue.db", help="SQLite database file, or :memory:")
     qs.add_argument("--token-file", default=None, help="require this bearer token (env PORTICO_QUEUE_TOKEN)")
     qs.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="largest accepted request body")
+    qs.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request body (then 408)",
+    )
+    _add_limit_arguments(qs, "", "queue service")
     qs.add_argument("--log-level", default="INFO", help="log level")
     qs.set_defaults(func=_queue_service)
 

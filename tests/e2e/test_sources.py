@@ -2,6 +2,7 @@
 process, the real event (an HTTP call, a clock, a file, a RabbitMQ message, a PostgreSQL row), and the
 job in the real reference queue service."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -291,7 +292,12 @@ async def test_database_rows_become_jobs_and_are_marked_queued(
             message="3 row jobs",
         )
         assert sorted(j["payload"]["name"] for j in jobs) == ["a", "b", "c"]
-        statuses = {r["status"] for r in await conn.fetch(f"SELECT status FROM {table}")}
+        # the poller marks its batch once every job of it is stored: shortly after the jobs show up
+        for _ in range(100):
+            statuses = {r["status"] for r in await conn.fetch(f"SELECT status FROM {table}")}
+            if statuses == {"queued"}:
+                break
+            await asyncio.sleep(0.1)
         assert statuses == {"queued"}
         assert postgres.dsn not in json.dumps(status_of(kubectl, "rows"))
     finally:

@@ -187,18 +187,35 @@ async def test_complete(http: aiohttp.ClientSession, service: RunningQueueServic
     assert status == 200
     assert done["status"] == "completed"
     assert done["lease_id"] is None
-    status, error = await post(http, f"{service.url}/v1/jobs/{job['id']}/complete", {})
+    status, error = await post(
+        http, f"{service.url}/v1/jobs/{job['id']}/complete", {"lease_id": claimed["lease_id"]}
+    )
     assert status == 409
     assert "completed" in error["error"]
+
+
+async def test_complete_and_fail_require_the_lease(
+    http: aiohttp.ClientSession, service: RunningQueueService
+) -> None:
+    """A worker whose lease expired must not overwrite the result of the worker holding the job now."""
+    job = await create(http, service)
+    await claim_one(http, service)
+    for action in ("complete", "fail"):
+        for body in ({}, {"lease_id": None}):
+            status, error = await post(http, f"{service.url}/v1/jobs/{job['id']}/{action}", body)
+            assert (status, error["field"]) == (400, "lease_id")
+    assert (await service.get_job(job["id"])).status == "running"
 
 
 async def test_fail_retries_until_max_attempts_then_dead(
     http: aiohttp.ClientSession, service: RunningQueueService, clock: FakeClock
 ) -> None:
     job = await create(http, service, max_attempts=2)
-    await claim_one(http, service)
+    lease = (await claim_one(http, service))["lease_id"]
     status, failed = await post(
-        http, f"{service.url}/v1/jobs/{job['id']}/fail", {"error": "timeout", "retry_delay_seconds": 60}
+        http,
+        f"{service.url}/v1/jobs/{job['id']}/fail",
+        {"lease_id": lease, "error": "timeout", "retry_delay_seconds": 60},
     )
     assert status == 200
     assert (failed["status"], failed["attempts"], failed["last_error"]) == ("pending", 1, "timeout")
@@ -208,7 +225,11 @@ async def test_fail_retries_until_max_attempts_then_dead(
     clock.advance(61)
     claimed = await claim_one(http, service)
     assert claimed["attempts"] == 2
-    status, dead = await post(http, f"{service.url}/v1/jobs/{job['id']}/fail", {"error": "timeout again"})
+    status, dead = await post(
+        http,
+        f"{service.url}/v1/jobs/{job['id']}/fail",
+        {"lease_id": claimed["lease_id"], "error": "timeout again"},
+    )
     assert (dead["status"], dead["attempts"]) == ("dead", 2)
     clock.advance(3600)
     status, result = await post(http, f"{service.url}/v1/queues/default/claim", {})
@@ -217,8 +238,10 @@ async def test_fail_retries_until_max_attempts_then_dead(
 
 async def test_fail_without_retry_is_final(http: aiohttp.ClientSession, service: RunningQueueService) -> None:
     job = await create(http, service, max_attempts=5)
-    await claim_one(http, service)
-    status, failed = await post(http, f"{service.url}/v1/jobs/{job['id']}/fail", {"retry": False})
+    lease = (await claim_one(http, service))["lease_id"]
+    status, failed = await post(
+        http, f"{service.url}/v1/jobs/{job['id']}/fail", {"lease_id": lease, "retry": False}
+    )
     assert (status, failed["status"], failed["attempts"]) == (200, "failed", 1)
 
 
@@ -227,7 +250,7 @@ async def test_complete_or_fail_of_a_job_that_is_not_running_conflicts(
 ) -> None:
     job = await create(http, service)
     for action in ("complete", "fail"):
-        status, error = await post(http, f"{service.url}/v1/jobs/{job['id']}/{action}", {})
+        status, error = await post(http, f"{service.url}/v1/jobs/{job['id']}/{action}", {"lease_id": "x"})
         assert status == 409
         assert "pending" in error["error"]
     await claim_one(http, service)
@@ -287,7 +310,7 @@ VALID = b'{"job_type": "x"}'
         pytest.param(VALID, {}, 415, None, id="no-content-type"),
         pytest.param(b"", JSON_HEADERS, 400, "body", id="empty"),
         pytest.param(b'{"job_type": "x"', JSON_HEADERS, 400, "body", id="truncated-json"),
-        pytest.param(b'{"job_type": "x", "priority": NaN}', JSON_HEADERS, 400, "body", id="nan"),
+        pytest.param(b'{"job_type": "x", "priority": NaN}', JSON_HEADERS, 400, "priority", id="nan"),
         pytest.param(b"[" * 100_000, JSON_HEADERS, 400, "body", id="deeply-nested"),
         pytest.param(b"\xff\xfe{}", JSON_HEADERS, 400, "body", id="not-utf8"),
         pytest.param(b'["x"]', JSON_HEADERS, 400, "body", id="not-an-object"),
@@ -383,7 +406,7 @@ async def test_unknown_job_is_404(http: aiohttp.ClientSession, service: RunningQ
     status, error = await get(http, f"{service.url}/v1/jobs/no-such-job")
     assert (status, error["field"]) == (404, "job_id")
     for action in ("complete", "fail"):
-        status, error = await post(http, f"{service.url}/v1/jobs/no-such-job/{action}", {})
+        status, error = await post(http, f"{service.url}/v1/jobs/no-such-job/{action}", {"lease_id": "x"})
         assert status == 404
 
 
@@ -413,8 +436,8 @@ async def test_bad_list_parameters_are_400(
         ("/v1/queues/default/claim", {"limit": 101}, "limit"),
         ("/v1/queues/default/claim", {"worker": 1}, "worker"),
         ("/v1/queues/-bad/claim", {}, "queue"),
-        ("/v1/jobs/x/fail", {"retry": "yes"}, "retry"),
-        ("/v1/jobs/x/fail", {"retry_delay_seconds": -1}, "retry_delay_seconds"),
+        ("/v1/jobs/x/fail", {"lease_id": "x", "retry": "yes"}, "retry"),
+        ("/v1/jobs/x/fail", {"lease_id": "x", "retry_delay_seconds": -1}, "retry_delay_seconds"),
         ("/v1/jobs/x/complete", {"lease": "x"}, "lease"),
     ],
 )

@@ -50,7 +50,7 @@ async def test_a_failing_operation_does_not_spoil_its_batch(tmp_path: Path) -> N
     try:
         results = await asyncio.gather(
             store.create(**JOB, idempotency_key="a"),
-            store.complete("missing", lease_id=None),
+            store.complete("missing", lease_id="x"),
             store.create(**JOB, idempotency_key="b"),
             return_exceptions=True,
         )
@@ -74,7 +74,7 @@ async def test_a_poisoned_group_commit_fails_only_the_culprit(tmp_path: Path) ->
         assert isinstance(bad, StoreUnavailable)
         assert good[1] is True and also_good[1] is True  # type: ignore[index]
         jobs, _ = await store.list_jobs()
-        assert [job["idempotency_key"] for job in jobs] == ["a", "c"]
+        assert [json.loads(job)["idempotency_key"] for job in jobs] == ["a", "c"]
     finally:
         await store.close()
 
@@ -122,7 +122,7 @@ async def test_in_memory_store(tmp_path: Path) -> None:
         text, created = await store.create(**JOB, idempotency_key="k")
         assert created
         job = json.loads(text)
-        assert await store.get(job["id"]) == job
+        assert await store.get(job["id"]) == text
     finally:
         await store.close()
 
@@ -138,7 +138,7 @@ async def test_migrations_run_once_and_refuse_a_newer_schema(tmp_path: Path) -> 
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
     store = await open_store(path)
-    assert await store.get(job["id"]) == job
+    assert await store.get(job["id"]) == text
     await store.close()
 
     with sqlite3.connect(path) as conn:

@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from portico.domain.input_policy import check_identifier, check_json
 from portico.domain.model import SpecModel
 
 PRIORITY_MIN = -1000
@@ -37,6 +38,19 @@ class JobTemplate(SpecModel):
     priority: int = Field(default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Higher runs first.")
     payload: dict[str, Any] = Field(default_factory=dict, description="Free JSON payload of every job.")
     metadata: dict[str, str] = Field(default_factory=dict, description="String labels attached to every job.")
+
+    @field_validator("type", "queue")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return check_identifier(value, "identifier")
+
+    @field_validator("payload", "metadata")
+    @classmethod
+    def _within_input_policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The same policy as every entry point (bounded nesting, finite numbers, 64-bit integers, valid
+        Unicode), so a manifest cannot carry a job the queue service would refuse."""
+        check_json(value)
+        return value
 
 
 class SecretRef(SpecModel):

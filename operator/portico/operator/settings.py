@@ -5,6 +5,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from portico.http_guard import ServerLimits
+
 
 class SettingsError(Exception):
     """A setting the operator cannot start with; the message is one line for the user."""
@@ -23,6 +25,7 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()
     webhook_host: str = "0.0.0.0"
     webhook_port: int = 8080
+    webhook_limits: ServerLimits = field(default_factory=ServerLimits)
     health_host: str = "0.0.0.0"
     health_port: int = 8081
     metrics_host: str = "0.0.0.0"
@@ -57,6 +60,11 @@ class OperatorSettings:
             namespaces=tuple(args.namespaces),
             webhook_host=args.webhook_host,
             webhook_port=args.webhook_port,
+            webhook_limits=ServerLimits(
+                header_timeout=args.webhook_header_timeout,
+                keepalive_timeout=args.webhook_keepalive_timeout,
+                max_connections=args.webhook_max_connections,
+            ),
             health_host=args.health_host,
             health_port=args.health_port,
             metrics_host=args.metrics_host,

@@ -22,7 +22,9 @@ SOURCE_CLASSES: tuple[type[TriggerSource[Any]], ...] = (
 def create_sources(settings: OperatorSettings) -> dict[str, TriggerSource[Any]]:
     return {
         "schedule": ScheduleSource(),
-        "webhook": WebhookSource(host=settings.webhook_host, port=settings.webhook_port),
+        "webhook": WebhookSource(
+            host=settings.webhook_host, port=settings.webhook_port, limits=settings.webhook_limits
+        ),
         "file": FileSource(),
         "amqp": AmqpSource(),
         "databasePoll": DatabasePollSource(),

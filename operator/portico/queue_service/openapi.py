@@ -5,6 +5,7 @@ document describes the running service exactly."""
 from typing import Any
 
 from portico import __version__
+from portico.domain.input_policy import MAX_DEPTH, MAX_INTEGER, MIN_INTEGER, RULES
 from portico.queue_service import validation as v
 from portico.queue_service.settings import QueueServiceSettings
 from portico.queue_service.store import STATUSES
@@ -37,8 +38,29 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["error"],
         "properties": {
             "error": {"type": "string", "description": "What is wrong, for people."},
-            "field": {"type": "string", "description": "The field, parameter or header at fault."},
+            "field": {
+                "type": "string",
+                "description": "The field, parameter or header at fault; for the input policy a JSON "
+                "path ($.payload.a[0]).",
+            },
+            "rule": {
+                "type": "string",
+                "enum": list(RULES),
+                "description": "The input-policy rule broken: nesting depth, finite numbers, 64-bit "
+                "integers, valid Unicode, no control characters in identifiers.",
+            },
         },
+    },
+    "JsonValue": {
+        "description": "Any JSON value within the input policy (nesting, finite numbers within 64 bits).",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "number", "minimum": MIN_INTEGER, "maximum": MAX_INTEGER},
+            {"type": "boolean"},
+            {"type": "array", "items": _ref("JsonValue")},
+            {"type": "object", "additionalProperties": _ref("JsonValue")},
+        ],
+        "nullable": True,
     },
     "Job": {
         "type": "object",
@@ -103,7 +125,12 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["job_type"],
         "properties": {
-            "job_type": {"type": "string", "minLength": 1, "maxLength": v.MAX_JOB_TYPE_LENGTH},
+            "job_type": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": v.MAX_JOB_TYPE_LENGTH,
+                "pattern": v.IDENTIFIER_PATTERN,
+            },
             "queue_name": {"type": "string", "pattern": v.QUEUE_NAME_PATTERN, "default": "default"},
             "priority": {
                 "type": "integer",
@@ -112,7 +139,13 @@ _SCHEMAS: dict[str, Any] = {
                 "default": 0,
                 "description": "Higher runs first; equal priorities run in creation order.",
             },
-            "payload": {"type": "object", "default": {}},
+            "payload": {
+                "type": "object",
+                "additionalProperties": _ref("JsonValue"),
+                "default": {},
+                "description": f"Free JSON within the input policy: at most {MAX_DEPTH} levels of nesting, "
+                "finite numbers, integers within 64 bits, valid Unicode.",
+            },
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
             "max_attempts": {
                 "type": "integer",
@@ -126,7 +159,13 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "worker": {"type": "string", "nullable": True, "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
+            "worker": {
+                "type": "string",
+                "nullable": True,
+                "minLength": 1,
+                "maxLength": v.MAX_TEXT_LENGTH,
+                "pattern": v.IDENTIFIER_PATTERN,
+            },
             "lease_seconds": {
                 "type": "number",
                 "minimum": v.LEASE_SECONDS_RANGE[0],
@@ -144,13 +183,14 @@ _SCHEMAS: dict[str, Any] = {
     "Complete": {
         "type": "object",
         "additionalProperties": False,
+        "required": ["lease_id"],
         "properties": {
             "lease_id": {
                 "type": "string",
-                "nullable": True,
                 "minLength": 1,
                 "maxLength": v.MAX_TEXT_LENGTH,
-                "description": "When given, must be the job's current lease (409 otherwise).",
+                "description": "The lease of the claim that returned the job (409 when it is no longer "
+                "held).",
             },
         },
     },
@@ -176,8 +216,9 @@ _SCHEMAS: dict[str, Any] = {
     "Fail": {
         "type": "object",
         "additionalProperties": False,
+        "required": ["lease_id"],
         "properties": {
-            "lease_id": {"type": "string", "nullable": True, "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
+            "lease_id": {"type": "string", "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
             "error": {"type": "string", "nullable": True, "maxLength": v.MAX_ERROR_LENGTH},
             "retry": {
                 "type": "boolean",
@@ -224,7 +265,11 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": body_required, "content": _json_content(_ref(body))}
             all_responses["413"] = _error(f"The body is larger than {settings.max_body_bytes} bytes.")
-            all_responses["415"] = _error("The body is not application/json.")
+            all_responses["408"] = _error("The body was not received within the body timeout.")
+            all_responses["415"] = _error(
+                "The body is not application/json, or its Content-Encoding is not gzip, deflate or identity "
+                "or does not decode."
+            )
         if secured:
             op["security"] = [{"bearer": []}]
             all_responses["401"] = _error("The bearer token is missing or wrong.")
@@ -277,13 +322,23 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                     {
                         "name": "queue",
                         "in": "query",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": v.MAX_TEXT_LENGTH},
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": v.MAX_TEXT_LENGTH,
+                            "pattern": v.IDENTIFIER_PATTERN,
+                        },
                     },
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
                     {
                         "name": "job_type",
                         "in": "query",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": v.MAX_JOB_TYPE_LENGTH},
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": v.MAX_JOB_TYPE_LENGTH,
+                            "pattern": v.IDENTIFIER_PATTERN,
+                        },
                     },
                     {
                         "name": "limit",
@@ -345,6 +400,7 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                     "409": conflict,
                 },
                 body="Complete",
+                body_required=True,
                 parameters=[_job_id()],
                 operation_id="completeJob",
             ),
@@ -374,6 +430,7 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                     "409": conflict,
                 },
                 body="Fail",
+                body_required=True,
                 parameters=[_job_id()],
                 operation_id="failJob",
             ),

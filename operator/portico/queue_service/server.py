@@ -18,6 +18,13 @@ from typing import Any, cast, get_args
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from portico.http_guard import (
+    BODY_READ_ERRORS,
+    GuardedRunner,
+    ServerLimits,
+    body_read_refusal,
+    encoding_refusal,
+)
 from portico.queue_service.metrics import QueueMetrics
 from portico.queue_service.openapi import openapi_document
 from portico.queue_service.settings import QueueServiceSettings, Synchronous, read_token
@@ -44,16 +51,22 @@ METRICS = web.AppKey("metrics", QueueMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+CLIENT_CLOSED_REQUEST = 499
+"""Recorded (never sent) when the client went away before its request was read: not a server error."""
+
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Metric labels stay bounded whatever methods clients invent."""
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, headers: dict[str, str] | None = None, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
+        self.close = close
 
 
 def _json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -66,12 +79,25 @@ def _json_response(data: Any, *, status: int = 200, headers: dict[str, str] | No
 
 
 def _error_response(
-    status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    field: str | None = None,
+    rule: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     error: dict[str, str] = {"error": message}
     if field is not None:
         error["field"] = field
+    if rule is not None:
+        error["rule"] = rule
     return _json_response(error, status=status, headers=headers)
+
+
+def _jobs_response(jobs: list[str], **extra: str | None) -> web.Response:
+    """`{"jobs": [...], ...}` from jobs already encoded by the store."""
+    tail = "".join(f",{to_json(name)}:{to_json(value)}" for name, value in extra.items())
+    return web.Response(text=f'{{"jobs":[{",".join(jobs)}]{tail}}}', content_type="application/json")
 
 
 async def _read_json(request: web.Request, *, required: bool) -> Any:
@@ -81,13 +107,22 @@ async def _read_json(request: web.Request, *, required: bool) -> Any:
         return {}
     if request.content_type != "application/json":
         raise _ApiError(415, f"the body must be application/json, not {request.content_type}")
-    limit = request.app[SETTINGS].max_body_bytes
+    refusal = encoding_refusal(request.headers.get("Content-Encoding", ""))
+    if refusal is not None:
+        raise _ApiError(415, refusal)
+    settings = request.app[SETTINGS]
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _ApiError(413, f"the body is larger than {limit} bytes")
     try:
-        body = await request.read()
+        async with asyncio.timeout(settings.body_timeout):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _ApiError(413, f"the body is larger than {limit} bytes") from None
+        raise _ApiError(413, f"the body is larger than {limit} bytes (decoded)") from None
+    except BODY_READ_ERRORS as exc:
+        raise _ApiError(*body_read_refusal(exc), close=True) from None
+    except TimeoutError:
+        raise _ApiError(408, "the body was not received in time", close=True) from None
     if not body and not required:
         return {}
     return parse_json(body)
@@ -111,11 +146,15 @@ async def create_job(request: web.Request) -> web.Response:
     return web.Response(text=job, status=201 if created else 200, content_type="application/json")
 
 
+def _job_response(job: str) -> web.Response:
+    return web.Response(text=job, content_type="application/json")
+
+
 async def get_job(request: web.Request) -> web.Response:
     job = await request.app[STORE].get(request.match_info["job_id"])
     if job is None:
         raise JobNotFound()
-    return _json_response(job)
+    return _job_response(job)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -127,7 +166,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         after=query.after,
         limit=query.limit,
     )
-    return _json_response({"jobs": jobs, "next_cursor": None if last is None else encode_cursor(last)})
+    return _jobs_response(jobs, next_cursor=None if last is None else encode_cursor(last))
 
 
 async def claim_jobs(request: web.Request) -> web.Response:
@@ -137,14 +176,14 @@ async def claim_jobs(request: web.Request) -> web.Response:
     jobs = await request.app[STORE].claim(
         queue_name, worker=claim.worker, lease_seconds=claim.lease_seconds, limit=claim.limit
     )
-    return _json_response({"jobs": jobs})
+    return _jobs_response(jobs)
 
 
 async def complete_job(request: web.Request) -> web.Response:
-    data = await _read_json(request, required=False)
+    data = await _read_json(request, required=True)
     complete = parse_complete(data)
     job = await request.app[STORE].complete(request.match_info["job_id"], lease_id=complete.lease_id)
-    return _json_response(job)
+    return _job_response(job)
 
 
 async def extend_lease(request: web.Request) -> web.Response:
@@ -152,11 +191,11 @@ async def extend_lease(request: web.Request) -> web.Response:
     job = await request.app[STORE].extend(
         request.match_info["job_id"], lease_id=extend.lease_id, lease_seconds=extend.lease_seconds
     )
-    return _json_response(job)
+    return _job_response(job)
 
 
 async def fail_job(request: web.Request) -> web.Response:
-    data = await _read_json(request, required=False)
+    data = await _read_json(request, required=True)
     fail = parse_fail(data)
     job = await request.app[STORE].fail(
         request.match_info["job_id"],
@@ -165,7 +204,7 @@ async def fail_job(request: web.Request) -> web.Response:
         retry=fail.retry,
         retry_delay=fail.retry_delay,
     )
-    return _json_response(job)
+    return _job_response(job)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -206,9 +245,14 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
             raise _ApiError(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
         response = await handler(request)
     except RequestError as exc:
-        response = _error_response(400, exc.message, field=exc.field)
+        response = _error_response(400, exc.message, field=exc.field, rule=exc.rule)
     except _ApiError as exc:
         response = _error_response(exc.status, exc.message, headers=exc.headers)
+        if exc.close:
+            response.force_close()
+    except ConnectionError:
+        logger.debug("the client went away during %s %s", request.method, request.path)
+        response = _error_response(CLIENT_CLOSED_REQUEST, "the client closed the connection")
     except JobNotFound:
         response = _error_response(404, "no job has this id", field="job_id")
     except JobConflict as exc:
@@ -284,8 +328,9 @@ async def serve(settings: QueueServiceSettings, host: str, port: int) -> int:
     """Serve until SIGINT or SIGTERM. Prints `queue service listening on URL` once bound (with the real
     port when asked for port 0), which scripts and tests wait for."""
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         app,
+        limits=settings.limits,
         handle_signals=False,
         shutdown_timeout=10.0,
         access_log=logging.getLogger("aiohttp.access") if logger.isEnabledFor(logging.DEBUG) else None,
@@ -331,6 +376,12 @@ def run_queue_service(args: argparse.Namespace) -> int:
         db_path=args.db,
         token=token,
         max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
+        limits=ServerLimits(
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            max_connections=args.max_connections,
+        ),
         synchronous=cast(Synchronous, synchronous),
     )
     return asyncio.run(serve(settings, args.host, args.port))

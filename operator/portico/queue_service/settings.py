@@ -3,9 +3,11 @@
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from portico.http_guard import ServerLimits
 
 Clock = Callable[[], float]
 """Seconds since the epoch. Leases and retries read time only through it, so tests can move it."""
@@ -20,6 +22,11 @@ class QueueServiceSettings:
     db_path: str = MEMORY
     token: str | None = None
     max_body_bytes: int = 1024 * 1024
+    """Largest request body, counted after decoding a gzip or deflate Content-Encoding."""
+    body_timeout: float = 10.0
+    """Seconds a client has to send a request body once its headers arrived (then 408)."""
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    """Header and keep-alive timeouts and the connection cap."""
     default_max_attempts: int = 3
     default_lease_seconds: float = 30.0
     reap_interval: float = 1.0

@@ -26,7 +26,9 @@ from portico.queue_service.settings import QueueServiceSettings
 
 logger = logging.getLogger(__name__)
 
-JobDict = dict[str, Any]
+JobText = str
+"""A job as JSON text, exactly as it goes out: answers are built from stored text inside the transaction,
+never decoded and re-encoded, so no stored payload can make an answer fail after its commit."""
 """A job in its wire form (the JSON the API returns)."""
 
 T = TypeVar("T")
@@ -149,11 +151,6 @@ def job_json(row: Sequence[Any]) -> str:
         f'"last_error":{_text(row[13])},"lease_id":{_text(row[14])},"lease_expires_at":{_time(row[15])},'
         f'"worker":{_text(row[16])}}}'
     )
-
-
-def _job_from_row(row: Sequence[Any]) -> JobDict:
-    job: JobDict = json.loads(job_json(row))
-    return job
 
 
 @dataclass(slots=True)
@@ -433,10 +430,10 @@ class JobStore:
         result: tuple[str, bool] = await self._submit(_Create(row, job_json(row), idempotency_key))
         return result
 
-    async def get(self, job_id: str) -> JobDict | None:
-        def fetch(conn: sqlite3.Connection) -> JobDict | None:
+    async def get(self, job_id: str) -> JobText | None:
+        def fetch(conn: sqlite3.Connection) -> JobText | None:
             row = conn.execute(_BY_ID, (job_id,)).fetchone()
-            return _job_from_row(row) if row is not None else None
+            return job_json(row) if row is not None else None
 
         return await self._read(fetch)
 
@@ -448,7 +445,7 @@ class JobStore:
         job_type: str | None = None,
         after: int = 0,
         limit: int = 100,
-    ) -> tuple[list[JobDict], int | None]:
+    ) -> tuple[list[JobText], int | None]:
         """A page of jobs in creation order, and the position to continue after (None on the last page)."""
         conditions = ["seq > ?"]
         params: list[Any] = [after]
@@ -459,11 +456,11 @@ class JobStore:
         sql = f"SELECT seq, {_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ?"
         params.append(limit + 1)
 
-        def fetch(conn: sqlite3.Connection) -> tuple[list[JobDict], int | None]:
+        def fetch(conn: sqlite3.Connection) -> tuple[list[JobText], int | None]:
             rows = conn.execute(sql, params).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
-            jobs = [_job_from_row(row[1:]) for row in rows]
+            jobs = [job_json(row[1:]) for row in rows]
             return jobs, (rows[-1][0] if more else None)
 
         return await self._read(fetch)
@@ -492,10 +489,10 @@ class JobStore:
 
     async def claim(
         self, queue_name: str, *, worker: str | None, lease_seconds: float, limit: int
-    ) -> list[JobDict]:
+    ) -> list[JobText]:
         """Lease up to `limit` runnable jobs of a queue: highest priority first, oldest first within one."""
 
-        def claim(conn: sqlite3.Connection) -> list[JobDict]:
+        def claim(conn: sqlite3.Connection) -> list[JobText]:
             now = self._clock()
             conn.execute(_REQUEUE_EXPIRED, (now, now))
             seqs = conn.execute(
@@ -510,28 +507,28 @@ class JobStore:
                     f"lease_expires_at = ?, worker = ?, updated_at = ? WHERE seq = ? RETURNING {_COLUMNS}",
                     (uuid.uuid4().hex, now + lease_seconds, worker, now, seq),
                 ).fetchone()
-                jobs.append(_job_from_row(row))
+                jobs.append(job_json(row))
             return jobs
 
         return await self._write(claim)
 
-    async def complete(self, job_id: str, *, lease_id: str | None) -> JobDict:
-        def complete(conn: sqlite3.Connection) -> JobDict:
+    async def complete(self, job_id: str, *, lease_id: str) -> JobText:
+        def complete(conn: sqlite3.Connection) -> JobText:
             self._check_running(conn, job_id, lease_id)
             row = conn.execute(
                 "UPDATE jobs SET status = 'completed', lease_id = NULL, lease_expires_at = NULL, "
                 f"updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
                 (self._clock(), job_id),
             ).fetchone()
-            return _job_from_row(row)
+            return job_json(row)
 
         return await self._write(complete)
 
-    async def extend(self, job_id: str, *, lease_id: str, lease_seconds: float) -> JobDict:
+    async def extend(self, job_id: str, *, lease_id: str, lease_seconds: float) -> JobText:
         """Hold a running job's lease `lease_seconds` from now. A lease that already ran out is not
         revived: the job may be claimed by someone else at any moment, so its holder must stop."""
 
-        def extend(conn: sqlite3.Connection) -> JobDict:
+        def extend(conn: sqlite3.Connection) -> JobText:
             self._check_running(conn, job_id, lease_id)
             now = self._clock()
             row = conn.execute(
@@ -541,17 +538,17 @@ class JobStore:
             ).fetchone()
             if row is None:
                 raise JobConflict("the lease expired; the job goes back to its queue")
-            return _job_from_row(row)
+            return job_json(row)
 
         return await self._write(extend)
 
     async def fail(
-        self, job_id: str, *, lease_id: str | None, error: str | None, retry: bool, retry_delay: float
-    ) -> JobDict:
+        self, job_id: str, *, lease_id: str, error: str | None, retry: bool, retry_delay: float
+    ) -> JobText:
         """Record a failed attempt: back to `pending` (after `retry_delay`) while attempts remain, else
         `dead`; straight to `failed` when the worker says retrying is pointless."""
 
-        def fail(conn: sqlite3.Connection) -> JobDict:
+        def fail(conn: sqlite3.Connection) -> JobText:
             attempts, max_attempts = self._check_running(conn, job_id, lease_id)
             now = self._clock()
             if not retry:
@@ -565,12 +562,12 @@ class JobStore:
                 f"lease_expires_at = NULL, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
                 (status, error, now + retry_delay if status == "pending" else now, now, job_id),
             ).fetchone()
-            return _job_from_row(row)
+            return job_json(row)
 
         return await self._write(fail)
 
     @staticmethod
-    def _check_running(conn: sqlite3.Connection, job_id: str, lease_id: str | None) -> tuple[int, int]:
+    def _check_running(conn: sqlite3.Connection, job_id: str, lease_id: str) -> tuple[int, int]:
         row = conn.execute(
             "SELECT status, lease_id, attempts, max_attempts FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
@@ -579,6 +576,6 @@ class JobStore:
         status, held_lease, attempts, max_attempts = row
         if status != "running":
             raise JobConflict(f"the job is {status}, not running")
-        if lease_id is not None and lease_id != held_lease:
+        if lease_id != held_lease:
             raise JobConflict("the lease is no longer held: it expired and the job was claimed again")
         return attempts, max_attempts

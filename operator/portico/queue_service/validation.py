@@ -1,17 +1,22 @@
 """Parsing and checking request bodies and parameters. Every rejection names the field at fault, and the
 limits here are the ones `openapi.py` publishes."""
 
-import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
+from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, check_identifier
+from portico.domain.input_policy import parse_json as parse_policy_json
 from portico.queue_service.store import STATUSES
 
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
-"""Visible ASCII (inner spaces allowed), 1 to 255 characters: what survives every HTTP stack unchanged."""
+"""Visible ASCII (inner spaces allowed), 1 to 255 characters: what survives every HTTP stack unchanged.
+The patterns are published as ECMA-262 regexes (OpenAPI), where `$` ends the text; here they are applied
+with `fullmatch`, since Python's `$` would also accept a trailing newline."""
+IDENTIFIER_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
+"""Job types and worker names hold no control characters (the input policy's identifier rule)."""
 MAX_JOB_TYPE_LENGTH = 255
 MAX_TEXT_LENGTH = 255
 MAX_ERROR_LENGTH = 4096
@@ -31,12 +36,20 @@ _cursor = re.compile(CURSOR_PATTERN)
 
 
 class RequestError(Exception):
-    """A rejected request: HTTP 400 naming `field`."""
+    """A rejected request: HTTP 400 naming `field` and, for input-policy violations, the `rule`."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, rule: str | None = None) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.rule = rule
+
+    @classmethod
+    def from_violation(cls, violation: PolicyViolation) -> "RequestError":
+        """`field` as this API has always named fields (`payload.a[0]`, `body` for the whole body)."""
+        path = violation.path
+        field = path[2:] if path.startswith("$.") else "body" + path[1:] if path.startswith("$") else path
+        return cls(field, str(violation), rule=violation.rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +71,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Complete:
-    lease_id: str | None
+    lease_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,7 @@ class Extend:
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    lease_id: str | None
+    lease_id: str
     error: str | None
     retry: bool
     retry_delay: float
@@ -84,56 +97,15 @@ class ListQuery:
     limit: int
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_strict_json = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8 (RFC 8259), no NaN or Infinity, no unpaired surrogate escapes (none of
-    them could be sent back as valid JSON)."""
+    """The body under the input policy (`portico.domain.input_policy`): strict UTF-8 JSON, bounded
+    nesting, finite numbers, 64-bit integers, valid Unicode; a refusal names the rule and the path."""
     if not body:
         raise RequestError("body", "the request body is empty; a JSON object is required")
     try:
-        data = _strict_json.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise RequestError("body", f"the body is not valid JSON: {exc}") from None
-    if _SURROGATE_ESCAPE.search(body):
-        field = _unpaired_surrogate(data, "")
-        if field is not None:
-            raise RequestError(
-                field or "body", f"{field or 'body'} contains an unpaired UTF-16 surrogate escape"
-            )
-    return data
-
-
-def _unpaired_surrogate(value: Any, path: str) -> str | None:
-    """The dotted path of the first string (or key) with an unpaired surrogate, if any."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
-            found = _unpaired_surrogate(key, inner)
-            if found is None:
-                found = _unpaired_surrogate(item, inner)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _unpaired_surrogate(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
+        return parse_policy_json(body, max_depth=ENVELOPE_DEPTH)
+    except PolicyViolation as exc:
+        raise RequestError.from_violation(exc) from None
 
 
 def _object(data: Any, allowed: frozenset[str]) -> dict[str, Any]:
@@ -145,16 +117,16 @@ def _object(data: Any, allowed: frozenset[str]) -> dict[str, Any]:
     return data
 
 
-def _text(value: Any, field: str, *, max_length: int, min_length: int = 1) -> str:
+def _text(value: Any, field: str, *, max_length: int, min_length: int = 1, identifier: bool = True) -> str:
+    """A text field; `identifier` (the default) also refuses control characters."""
     if not isinstance(value, str):
         raise RequestError(field, f"{field} must be a string")
     if not min_length <= len(value) <= max_length:
         raise RequestError(field, f"{field} must be {min_length} to {max_length} characters long")
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(field, f"{field} is not valid Unicode text") from None
-    return value
+        return check_identifier(value, field) if identifier else value
+    except PolicyViolation as exc:
+        raise RequestError.from_violation(exc) from None
 
 
 def _integer(value: Any, field: str, bounds: tuple[int, int]) -> int:
@@ -186,7 +158,7 @@ def _boolean(value: Any, field: str) -> bool:
 
 
 def check_queue_name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _queue_name.match(value):
+    if not isinstance(value, str) or not _queue_name.fullmatch(value):
         raise RequestError(
             field,
             f"{field} must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter/digit",
@@ -197,7 +169,7 @@ def check_queue_name(value: Any, field: str) -> str:
 def check_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
-    if not _idempotency_key.match(value):
+    if not _idempotency_key.fullmatch(value):
         raise RequestError("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
     return value
 
@@ -242,9 +214,14 @@ def parse_claim(data: Any, *, default_lease_seconds: float) -> Claim:
     )
 
 
-def _lease_id(body: dict[str, Any]) -> str | None:
-    lease_id = body.get("lease_id")
-    return None if lease_id is None else _text(lease_id, "lease_id", max_length=MAX_TEXT_LENGTH)
+def _lease_id(body: dict[str, Any]) -> str:
+    """Required: without it a worker whose lease expired could overwrite the result of the worker that
+    claimed the job after it."""
+    if body.get("lease_id") is None:
+        raise RequestError(
+            "lease_id", "lease_id is required: the lease_id of the claim that returned the job"
+        )
+    return _text(body["lease_id"], "lease_id", max_length=MAX_TEXT_LENGTH, identifier=False)
 
 
 def parse_complete(data: Any) -> Complete:
@@ -254,10 +231,8 @@ def parse_complete(data: Any) -> Complete:
 
 def parse_extend(data: Any) -> Extend:
     body = _object(data, frozenset({"lease_id", "lease_seconds"}))
-    if body.get("lease_id") is None:
-        raise RequestError("lease_id", "lease_id is required: only the lease's holder may extend it")
     return Extend(
-        lease_id=_text(body["lease_id"], "lease_id", max_length=MAX_TEXT_LENGTH),
+        lease_id=_lease_id(body),
         lease_seconds=_number(body.get("lease_seconds"), "lease_seconds", *LEASE_SECONDS_RANGE),
     )
 
@@ -267,7 +242,9 @@ def parse_fail(data: Any) -> Fail:
     error = body.get("error")
     return Fail(
         lease_id=_lease_id(body),
-        error=None if error is None else _text(error, "error", max_length=MAX_ERROR_LENGTH, min_length=0),
+        error=None
+        if error is None
+        else _text(error, "error", max_length=MAX_ERROR_LENGTH, min_length=0, identifier=False),
         retry=_boolean(body.get("retry", True), "retry"),
         retry_delay=_number(body.get("retry_delay_seconds", 0), "retry_delay_seconds", 0, MAX_RETRY_DELAY),
     )
@@ -278,7 +255,7 @@ def encode_cursor(seq: int) -> str:
 
 
 def _decode_cursor(cursor: str) -> int:
-    if not _cursor.match(cursor):
+    if not _cursor.fullmatch(cursor):
         raise RequestError("cursor", "cursor must be the next_cursor of a previous page")
     return int(cursor)
 

@@ -74,7 +74,7 @@ class RestartableQueueService:
         after: int | None = 0
         while after is not None:
             page, after = await self._store.list_jobs(after=after, limit=1000)
-            jobs.extend(Job.model_validate(job) for job in page)
+            jobs.extend(Job.model_validate_json(job) for job in page)
         return jobs
 
 

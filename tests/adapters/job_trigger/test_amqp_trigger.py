@@ -178,7 +178,8 @@ async def queue_depth_is(channel: AbstractChannel, queue: str, expected: int) ->
 async def test_poison_messages_are_dead_lettered_once(
     rabbitmq: RabbitMQServer, channel: AbstractChannel, queue_service_factory: Any
 ) -> None:
-    """Not JSON, unmapped in Reject mode, and a job the queue service refuses for good: each lands in the
+    """Not JSON, unmapped in Reject mode, outside the input policy (nested 5000 deep, 1e400), and a job
+    the queue service refuses for good: each lands in the
     dead-letter queue exactly once, and good messages around them still become jobs."""
     suffix = uuid.uuid4().hex[:8]
     dlx = await channel.declare_exchange(f"dlx-{suffix}", aio_pika.ExchangeType.FANOUT)
@@ -204,24 +205,27 @@ async def test_poison_messages_are_dead_lettered_once(
             await publish(channel, queue, None, raw=b"\x00not json", message_id="p-1")
             await publish(channel, queue, {"type": "unknown"}, message_id="p-2")
             await publish(channel, queue, {"type": "ok", "blob": "x" * 5000}, message_id="p-3")
+            deep = b'{"type": "ok", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+            await publish(channel, queue, None, raw=deep, message_id="p-4")
+            await publish(channel, queue, None, raw=b'{"type": "ok", "x": 1e400}', message_id="p-5")
             await publish(channel, queue, {"type": "ok", "n": 1}, message_id="g-1")
-            await eventually(lambda: queue_depth_is(channel, dead.name, 3))
+            await eventually(lambda: queue_depth_is(channel, dead.name, 5))
             await eventually(lambda: trigger.get_health().jobs_created_count == 1)
             await asyncio.sleep(0.5)
-            assert await queue_depth(channel, dead.name) == 3, "rejected once, not redelivered"
+            assert await queue_depth(channel, dead.name) == 5, "rejected once, not redelivered"
         finally:
             await trigger.stop()
     dead_ids = []
-    for _ in range(3):
+    for _ in range(5):
         message = await dead.get(timeout=5)
         assert message is not None
         dead_ids.append(message.message_id)
         assert message.headers["x-death"][0]["count"] == 1  # type: ignore[index]
         await message.ack()
-    assert sorted(dead_ids) == ["p-1", "p-2", "p-3"]
+    assert sorted(dead_ids) == ["p-1", "p-2", "p-3", "p-4", "p-5"]
     health = trigger.get_health()
-    assert health.source_status["messagesRejected"] == 3
-    assert health.errors_count == 3
+    assert health.source_status["messagesRejected"] == 5
+    assert health.errors_count == 5
     assert [e[1] for e in events.events if e[0] == "Warning"] == ["MessageRejected"], "one event per burst"
     assert [job.metadata["amqp.message_id"] for job in await qs.list_jobs()] == ["g-1"]
     await channel.queue_delete(dead.name)

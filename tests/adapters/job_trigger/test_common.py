@@ -1,11 +1,14 @@
 """What every source shares: provenance metadata, template merging, and counting jobs (not attempts)."""
 
+import json
+
 import pytest
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.adapters.job_trigger.common import JobEmitter
 from portico.domain.histogram import Histogram
 from portico.domain.trigger import JobTemplate, TriggerRef
+from portico.ports.job_creator import JobCreationError
 
 REF = TriggerRef(name="t", namespace="ns", uid="u-1")
 
@@ -44,3 +47,29 @@ def test_histogram_is_cumulative_for_prometheus() -> None:
         h.observe(value)
     assert h.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)]
     assert h.count == 4 and h.sum == pytest.approx(3.65)
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"payload": {"a": float("inf")}}, "$.payload.a"),
+        ({"payload": {"a": json.loads("[" * 64 + "]" * 64)}}, "$.payload.a"),
+        ({"payload": {"big": 2**64}}, "$.payload.big"),
+        ({"metadata": {"k": "\ud800"}}, "$.metadata.k"),
+        ({"job_type": "t\x00"}, "job_type"),
+        ({"queue_name": "q\n"}, "queue_name"),
+    ],
+)
+async def test_jobs_outside_the_input_policy_are_refused_for_every_source(
+    changes: dict[str, object], where: str
+) -> None:
+    """AMQP messages, database rows and file events all pass through the emitter: a job outside the input
+    policy is refused for good (so the source rejects the message or row), and never sent."""
+    creator = InMemoryJobCreator()
+    emitter = JobEmitter(creator, ref=TriggerRef(name="r"), source="amqp", template=JobTemplate(type="t"))
+    with pytest.raises(JobCreationError) as refused:
+        await emitter.emit(**changes)  # type: ignore[arg-type]
+    assert (refused.value.retryable, refused.value.status) == (False, 400)
+    assert where in str(refused.value)
+    assert not creator.jobs
+    assert emitter.errors_count == 1

@@ -332,6 +332,8 @@ async def test_rejected_rows_are_marked_failed(
     qs = await queue_service_factory(max_body_bytes=2000)
     await insert_orders(db, orders, 3)
     await db.execute(f"INSERT INTO {orders} (customer) VALUES ($1)", "x" * 5000)
+    for depth in (100, 5000):  # outside the input policy: refused before the queue service sees them
+        await db.execute(f"INSERT INTO {orders} (details) VALUES ($1)", "[" * depth + "]" * depth)
     events = RecordingEvents()
     async with HttpJobCreator(qs.url) as creator:
         trigger = DatabasePollingTrigger(
@@ -343,11 +345,12 @@ async def test_rejected_rows_are_marked_failed(
         )
         await trigger.start()
         try:
-            await eventually(lambda: statuses_match(db, orders, {"queued": 3, "failed": 1}))
+            await eventually(lambda: statuses_match(db, orders, {"queued": 3, "failed": 3}))
         finally:
             await trigger.stop()
-    assert [e[1] for e in events.events] == ["JobRejected"]
-    assert trigger.get_health().errors_count == 1
+    assert {e[1] for e in events.events} == {"JobRejected"}
+    assert trigger.get_health().errors_count == 3
+    assert len(await qs.list_jobs()) == 3
 
 
 async def statuses_match(db: asyncpg.Connection, table: str, expected: dict[str, int]) -> bool:

@@ -146,3 +146,95 @@ async def test_a_late_answer_is_503_but_the_redelivery_finds_the_stored_job(
         assert answer["job_id"] == late.stored[0]
         assert [job.id for job in await queue.list_jobs()] == [answer["job_id"]]
         await trigger.stop()
+
+
+def _request_trigger(server: WebhookServer, creator: JobCreator, **config: Any) -> WebhookTrigger:
+    return WebhookTrigger(
+        creator,
+        WebhookConfig(prefix="/hooks/ci/any", auth=WebhookAuthSpec(type="none"), **config),
+        ref=TriggerRef(name="any", namespace="ci", uid="6a2d-uid"),
+        template=JobTemplate(type="t", queue="p"),
+        server=server,
+    )
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("payload", "rule"),
+    [
+        (f'{{"x": {_nested(200)}}}', "json-depth"),
+        (f'{{"x": {_nested(980)}}}', "json-depth"),
+        ('{"x": 1e400}', "finite-number"),
+        ('{"x": 99999999999999999999999}', "number-range"),
+    ],
+)
+async def test_hostile_payloads_get_400_and_no_job_even_when_retried(
+    queue_service: Any, server: WebhookServer, http: aiohttp.ClientSession, payload: str, rule: str
+) -> None:
+    """Payloads the queue service used to store while the webhook reported a failure (502: the reply
+    could not be read back; a sender retrying without a delivery id made duplicates) or answered 500."""
+    async with HttpJobCreator(queue_service.url) as creator:
+        trigger = _request_trigger(server, creator)
+        await trigger.start()
+        body = f'{{"job_type": "t", "payload": {payload}}}'.encode()
+        for _ in range(3):
+            async with http.post(
+                trigger.url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                answer = await response.json()
+                assert (response.status, answer["rule"]) == (400, rule), answer
+        await trigger.stop()
+    assert await queue_service.list_jobs() == []
+    assert trigger.metrics().by_status == {400: 3}
+
+
+async def test_the_deepest_accepted_payload_is_stored_and_read_back(
+    queue_service: Any, server: WebhookServer, http: aiohttp.ClientSession
+) -> None:
+    """Every payload the webhook accepts fits the queue service's envelope and comes back readable."""
+    async with HttpJobCreator(queue_service.url) as creator:
+        trigger = _request_trigger(server, creator, mode="payload")
+        await trigger.start()
+        body = ('{"x": ' + _nested(63) + "}").encode()
+        async with http.post(
+            trigger.url, data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            assert response.status == 202, await response.text()
+            job_id = (await response.json())["job_id"]
+        job = await creator.get_job(job_id)
+        await trigger.stop()
+    assert job is not None and job.payload == json.loads(body)
+
+
+async def test_a_recursive_payload_schema_with_deep_input_is_not_a_server_error(
+    queue_service: Any, server: WebhookServer, http: aiohttp.ClientSession
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"x": {"$ref": "#/$defs/node"}},
+        "$defs": {"node": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+    }
+    async with HttpJobCreator(queue_service.url) as creator:
+        deep_schema_trigger = WebhookTrigger(
+            creator,
+            WebhookConfig(
+                prefix="/hooks/ci/tree",
+                mode="payload",
+                auth=WebhookAuthSpec(type="none"),
+                payload_schema=schema,
+            ),
+            ref=TriggerRef(name="tree", namespace="ci", uid="7b3e-uid"),
+            template=JobTemplate(type="t", queue="p"),
+            server=server,
+        )
+        await deep_schema_trigger.start()
+        for depth in (10, 63, 64, 980):
+            body = ('{"x": ' + _nested(depth) + "}").encode()
+            async with http.post(
+                deep_schema_trigger.url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                assert response.status < 500, (depth, await response.text())
+        await deep_schema_trigger.stop()

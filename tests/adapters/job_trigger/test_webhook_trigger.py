@@ -316,18 +316,25 @@ async def test_malformed_json_is_400(
     server: WebhookServer, jobs: InMemoryJobCreator, http: aiohttp.ClientSession
 ) -> None:
     trigger = await serve(server, jobs)
-    for raw in (
-        b"{",
-        b"",
-        b"\xff\xfe",
-        b'{"job_type": NaN}',
-        b'{"job_type": "x", "payload": {"a": Infinity}}',
-        b'{"job_type": "x", "payload": {"lone surrogate": "\\ud800"}}',
-        b'{"job_type": "x", "payload": {"\\uDFFF": 1}}',
+    deep = b'{"job_type": "x", "payload": {"a": ' + b"[" * 70 + b"]" * 70 + b"}}"
+    deeper = b'{"job_type": "x", "payload": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    for raw, rule, path in (
+        (b"{", "json-syntax", "$"),
+        (b"", "json-syntax", "$"),
+        (b"\xff\xfe", "unicode", "$"),
+        (b'{"job_type": NaN}', "finite-number", "$.job_type"),
+        (b'{"job_type": "x", "payload": {"a": Infinity}}', "finite-number", "$.payload.a"),
+        (b'{"job_type": "x", "payload": {"a": 1e400}}', "finite-number", "$.payload.a"),
+        (b'{"job_type": "x", "payload": {"a": 18446744073709551616}}', "number-range", "$.payload.a"),
+        (b'{"job_type": "x", "payload": {"a b": "\\ud800"}}', "unicode", '$.payload["a b"]'),
+        (b'{"job_type": "x", "payload": {"\\uDFFF": 1}}', "unicode", "$.payload"),
+        (deep, "json-depth", "$.payload.a" + "[0]" * 63),
+        (deeper, "json-depth", "$"),
     ):
         status, body, _ = await post(http, trigger.url, raw)
         assert status == 400, raw
-        assert body["error"] == "the body is not valid JSON"
+        assert (body["rule"], body["path"]) == (rule, path), raw
+        assert f"(rule {rule})" in body["error"]
     status, body, _ = await post(http, trigger.url, b"[1, 2]")
     assert status == 400
     status, body, _ = await post(

@@ -28,6 +28,7 @@ from yarl import URL
 
 from portico import __version__
 from portico.domain.histogram import Histogram
+from portico.domain.input_policy import ENVELOPE_DEPTH, PolicyViolation, parse_json
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ def _error_detail(body: bytes) -> str:
     """The service's own explanation from an error body (`{"error": ..., "field": ...}`), shortened."""
     text = body.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = parse_json(text, max_depth=ENVELOPE_DEPTH)
+    except PolicyViolation:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         text = data["error"]
@@ -318,12 +319,19 @@ class HttpJobCreator(JobCreator):
         return JobCreationError(self._redact(message), retryable=False, status=status)
 
     def _job(self, what: str, status: int, data: bytes) -> Job:
+        """The job in a reply. The queue service stores only jobs within the input policy, whose nesting
+        pydantic's parser reads, so a job the service stored is a job this reads; when a reply cannot be
+        read, the policy says why."""
         try:
             return Job.model_validate_json(data)
         except pydantic.ValidationError as exc:
-            errors = exc.error_count()
-            message = f"{what}: HTTP {status} from the queue service without a valid job ({errors} errors)"
-            raise JobCreationError(message, retryable=False, status=status) from None
+            try:
+                parse_json(data, max_depth=ENVELOPE_DEPTH)
+                reason = f"no valid job ({exc.error_count()} errors)"
+            except PolicyViolation as violation:
+                reason = f"a body outside the input policy: {violation}"
+        message = f"{what}: HTTP {status} from the queue service with {reason}"
+        raise JobCreationError(self._redact(message), retryable=False, status=status) from None
 
     async def create_job(
         self,
@@ -335,7 +343,9 @@ class HttpJobCreator(JobCreator):
         idempotency_key: str | None = None,
     ) -> Job:
         """Create the job. Without `idempotency_key` a random one is used, which still makes this call's
-        own retries safe. Keys that are not header-safe are sent hashed (`header_safe_idempotency_key`)."""
+        own retries safe. A job outside the input policy is refused by the queue service (400, not
+        retried), before it is stored. Keys that are not header-safe are sent hashed
+        (`header_safe_idempotency_key`)."""
         return await self._create(job_type, payload, queue_name, priority, metadata, idempotency_key, None)
 
     async def _create(
@@ -360,7 +370,7 @@ class HttpJobCreator(JobCreator):
             request["max_attempts"] = max_attempts
         try:
             body = _strict_json.encode(request).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise JobCreationError(f"{what}: the job is not valid JSON: {exc}", retryable=False) from None
         key = (
             header_safe_idempotency_key(idempotency_key) if idempotency_key is not None else uuid.uuid4().hex

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -33,6 +32,7 @@ from pydantic import ConfigDict, Field, model_validator
 from yarl import URL
 
 from portico.adapters.job_trigger.common import JobEmitter
+from portico.domain.input_policy import PolicyViolation, parse_json
 from portico.domain.model import SpecModel
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_creator import JobCreationError, JobCreator
@@ -383,9 +383,9 @@ class RabbitMQTrigger(JobTrigger):
     def job_request(self, message: AbstractIncomingMessage) -> _JobRequest:
         """What job a message asks for; raises `_Poison` when it can never become one."""
         try:
-            body = json.loads(message.body)
-        except (ValueError, UnicodeDecodeError):
-            raise _Poison("the body is not JSON") from None
+            body = parse_json(message.body)
+        except PolicyViolation as exc:
+            raise _Poison(f"the body is refused by the input policy: {exc}") from None
         event_type: str | None = None
         if self.config.event_type_field is not None:
             value = lookup(body, self.config.event_type_field)

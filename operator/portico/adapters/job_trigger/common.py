@@ -5,6 +5,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from portico.domain.input_policy import PolicyViolation, check_job
 from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 from portico.ports.job_trigger import TriggerHealth
@@ -61,18 +62,33 @@ class JobEmitter:
         idempotency_key: str | None = None,
     ) -> Job:
         """Create one job. Unset fields come from the template; `payload` is merged over the
-        template's payload. Raises `JobCreationError` (after counting it) when not accepted."""
+        template's payload. Raises `JobCreationError` (after counting it) when not accepted, without a
+        retry when the job breaks the input policy (`portico.domain.input_policy`): whatever the source
+        (AMQP message, database row, file), such a job is refused before it reaches the queue."""
         t = self.template
         resolved_type = job_type or (t.type if t else None)
         if not resolved_type:
             raise ValueError("a job type is required when the trigger has no job template")
         merged_payload = {**(t.payload if t else {}), **(payload or {})}
         merged_meta = {**(t.metadata if t else {}), **self.provenance(), **(metadata or {})}
+        resolved_queue = queue_name or (t.queue if t else "default")
+        try:
+            check_job(
+                job_type=resolved_type,
+                queue_name=resolved_queue,
+                payload=merged_payload,
+                metadata=merged_meta,
+            )
+        except PolicyViolation as exc:
+            self.record_error(f"job refused by the input policy: {exc}")
+            raise JobCreationError(
+                f"the job breaks the input policy: {exc}", retryable=False, status=400
+            ) from None
         try:
             job = await self.job_creator.create_job(
                 job_type=resolved_type,
                 payload=merged_payload,
-                queue_name=queue_name or (t.queue if t else "default"),
+                queue_name=resolved_queue,
                 priority=priority if priority is not None else (t.priority if t else 0),
                 metadata=merged_meta,
                 idempotency_key=idempotency_key,

@@ -32,6 +32,7 @@ import asyncpg
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from portico.adapters.job_trigger.common import JobEmitter
+from portico.domain.input_policy import RULE_DEPTH, Unreadable, decode_lenient
 from portico.domain.model import SpecModel
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_creator import JobCreationError, JobCreator
@@ -83,7 +84,7 @@ def quote_table(name: str) -> str:
 def json_safe(value: Any) -> Any:
     """A column value as JSON: timestamps as ISO 8601, decimals as strings (no precision lost), UUIDs and
     network addresses as strings, bytes as base64, intervals as seconds; arrays and json(b) recursively."""
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | int | str | Unreadable):
         return value
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
@@ -430,7 +431,14 @@ class DatabasePollingTrigger(JobTrigger):
             # a Record iterates over its values, not its keys
             names = [name for name in row.keys() if name != self.config.status_column]  # noqa: SIM118
         columns = set(row.keys())
-        return {name: json_safe(row[name]) for name in names if name in columns}
+        payload: dict[str, Any] = {}
+        for name in names:
+            if name in columns:
+                try:
+                    payload[name] = json_safe(row[name])
+                except RecursionError:
+                    payload[name] = Unreadable(RULE_DEPTH, "a json(b) value nested too deeply")
+        return payload
 
     # --- loop and connection ----------------------------------------------------------------------------
 
@@ -483,7 +491,9 @@ class DatabasePollingTrigger(JobTrigger):
             ) from None
         try:
             for codec in ("json", "jsonb"):
-                await conn.set_type_codec(codec, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+                await conn.set_type_codec(
+                    codec, encoder=json.dumps, decoder=decode_lenient, schema="pg_catalog"
+                )
             await self._prepare(conn)
         except BaseException:
             conn.terminate()

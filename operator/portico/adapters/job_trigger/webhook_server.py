@@ -20,6 +20,14 @@ from typing import Protocol
 
 from aiohttp import web
 
+from portico.http_guard import (
+    BODY_READ_ERRORS,
+    GuardedRunner,
+    ServerLimits,
+    body_read_refusal,
+    encoding_refusal,
+)
+
 logger = logging.getLogger(__name__)
 
 JSON_HEADERS = {"Content-Type": "application/json", "Server": "portico"}
@@ -63,9 +71,10 @@ def json_response(
 class WebhookServer:
     """An aiohttp server whose routes are claimed and released at run time."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, limits: ServerLimits | None = None) -> None:
         self.host = host
         self.requested_port = port
+        self.limits = limits or ServerLimits()
         self.ready = False
         self._routes: dict[str, WebhookEndpoint] = {}
         self._runner: web.AppRunner | None = None
@@ -116,8 +125,12 @@ class WebhookServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(
-            self.build_app(), handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        runner = GuardedRunner(
+            self.build_app(),
+            limits=self.limits,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         )
         await runner.setup()
         try:
@@ -146,22 +159,50 @@ class WebhookServer:
             return await endpoint.handle(request)
         except asyncio.CancelledError:
             raise
+        except ConnectionError:
+            return client_gone()
         except Exception:
             logger.exception("webhook handler failed", extra={"path": request.path, "owner": endpoint.owner})
             return json_response(500, {"error": "internal error"})
+
+
+CLIENT_CLOSED_REQUEST = 499
+"""Recorded (never sent: nobody is listening) when the client went away before its request was read."""
+
+
+def client_gone() -> web.Response:
+    logger.debug("a webhook client closed its connection before its request was read")
+    return json_response(CLIENT_CLOSED_REQUEST, {"error": "the client closed the connection"})
+
+
+class UndecodableBody(Exception):
+    """The Content-Encoding is not one the server decodes, or the body is not valid data of it (415), or
+    its transfer encoding is malformed (400)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def read_body_capped(request: web.Request, limit: int) -> bytes | None:
     """The request body, or None as soon as it is known to exceed `limit` bytes.
 
     A declared Content-Length over the limit is refused before reading anything; a chunked body (or a
-    lying one) is read only up to the limit, so a large upload never sits in memory.
+    lying one) is read only up to the limit, so a large upload never sits in memory. A gzip or deflate
+    body is decoded as it arrives and the limit applies to the decoded bytes, so a compression bomb
+    stops at the limit too. Raises `UndecodableBody` for any other Content-Encoding or a corrupt body.
     """
+    refusal = encoding_refusal(request.headers.get("Content-Encoding", ""))
+    if refusal is not None:
+        raise UndecodableBody(415, refusal)
     if request.content_length is not None and request.content_length > limit:
         return None
     received = bytearray()
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except BODY_READ_ERRORS as exc:
+            raise UndecodableBody(*body_read_refusal(exc)) from None
         if not chunk:
             return bytes(received)
         received += chunk

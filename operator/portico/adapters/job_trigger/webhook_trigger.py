@@ -16,7 +16,6 @@ put several triggers on one port. In the operator, `WebhookSource` owns one shar
 """
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -54,13 +53,24 @@ from portico.adapters.job_trigger.webhook_server import (
     PathInUseError,
     RequestMetrics,
     TokenBucket,
+    UndecodableBody,
     WebhookServer,
+    client_gone,
     json_response,
     normalize_path,
     read_body_capped,
 )
+from portico.domain.input_policy import (
+    ENVELOPE_DEPTH,
+    MAX_DEPTH,
+    RULE_DEPTH,
+    PolicyViolation,
+    check_identifier,
+    parse_json,
+)
 from portico.domain.model import SpecModel
 from portico.domain.trigger import PRIORITY_MAX, PRIORITY_MIN, JobTemplate, SecretRef, TriggerRef
+from portico.http_guard import ServerLimits
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import LoggingTriggerEvents, TriggerEvents
@@ -407,6 +417,11 @@ class WebhookJobRequest(BaseModel):
     queue_name: str | None = Field(default=None, min_length=1, max_length=253)
     priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
 
+    @field_validator("job_type", "queue_name")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value, "identifier")
+
 
 @dataclass(frozen=True)
 class SenderConvention:
@@ -630,6 +645,8 @@ class WebhookTrigger(JobTrigger):
             response = await self._answer(request, deadline=started + self.config.response_timeout_seconds)
         except _Refusal as refusal:
             response = self._refuse(request, refusal)
+        except ConnectionError:
+            response = client_gone()
         finally:
             if task is not None:
                 self._inflight.discard(task)
@@ -656,6 +673,9 @@ class WebhookTrigger(JobTrigger):
         body: dict[str, object] = {"error": refusal.message}
         if "schema_path" in refusal.extra:
             body["path"] = refusal.extra["schema_path"]
+        if "rule" in refusal.extra:
+            body["rule"] = refusal.extra["rule"]
+            body["path"] = refusal.extra["json_path"]
         response = json_response(refusal.status, body, refusal.headers)
         if refusal.close:
             response.force_close()
@@ -674,13 +694,16 @@ class WebhookTrigger(JobTrigger):
         receiving = True
         try:
             async with asyncio.timeout_at(deadline):
-                body = await read_body_capped(request, self.config.max_body_bytes)
+                try:
+                    body = await read_body_capped(request, self.config.max_body_bytes)
+                except UndecodableBody as exc:
+                    raise _Refusal(exc.status, str(exc), close=True) from None
                 receiving = False
                 if body is None:
                     raise _Refusal(413, f"the body exceeds {self.config.max_body_bytes} bytes", close=True)
                 if self._verifier.needs_body:
                     self._authenticate(request.headers, body)
-                document = _parse_json(body)
+                document = _parse_json(body, ENVELOPE_DEPTH if self.config.mode == "request" else MAX_DEPTH)
                 if self.config.mode == "request":
                     return await self._create_from_request(request, document)
                 return await self._create_from_payload(request, document)
@@ -723,7 +746,15 @@ class WebhookTrigger(JobTrigger):
     def _check_schema(self, payload: object, where: str) -> None:
         if self._schema is None:
             return
-        error = jsonschema_errors.best_match(self._schema.iter_errors(payload))
+        try:
+            error = jsonschema_errors.best_match(self._schema.iter_errors(payload))
+        except RecursionError:
+            raise _Refusal(
+                400,
+                f"payload is nested too deeply for payloadSchema (rule {RULE_DEPTH})",
+                rule=RULE_DEPTH,
+                json_path=where,
+            ) from None
         if error is None:
             return
         path = where + error.json_path[1:]
@@ -909,31 +940,26 @@ def _is_json(request: web.Request) -> bool:
     )
 
 
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
-"""Strict JSON: NaN and Infinity, which Python would accept, are refused like any other non-JSON."""
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _DELIVERY_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_DELIVERY_ID_LENGTH}}}")
 
 
-def _parse_json(body: bytes) -> object:
-    """The body as JSON (UTF-8). Text must be Unicode: an escaped lone surrogate (`"\\ud800"`), which
-    JSON's grammar allows, could not be stored or sent on as UTF-8, so it is refused here."""
+def _parse_json(body: bytes, max_depth: int) -> object:
+    """The body under the input policy (`portico.domain.input_policy`): a refusal names the rule and
+    the JSON path, before anything reaches the queue service."""
     try:
-        document = _STRICT_JSON.decode(body.decode("utf-8"))
-        if _SURROGATE_ESCAPE.search(body):
-            json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError):
-        raise _Refusal(400, "the body is not valid JSON") from None
-    return document
+        return parse_json(body, max_depth=max_depth)
+    except PolicyViolation as exc:
+        raise _Refusal(400, str(exc), rule=exc.rule, json_path=exc.path) from None
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _metadata_text(value: str) -> str:
-    """A header value as metadata: bounded, and valid Unicode even when the header's bytes were not."""
-    return value[:MAX_METADATA_VALUE_LENGTH].encode("utf-8", "replace").decode("utf-8")
+    """A header value as metadata: bounded, valid Unicode even when the header's bytes were not, and
+    without control characters."""
+    text = value[:MAX_METADATA_VALUE_LENGTH].encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL_CHARACTERS.sub(" ", text)
 
 
 def default_path(ref: TriggerRef) -> str:
@@ -948,8 +974,10 @@ class WebhookSource(TriggerSource[WebhookSpec]):
     name = "webhook"
     spec_model = WebhookSpec
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 8080) -> None:
-        self.server = WebhookServer(host, port)
+    def __init__(
+        self, host: str = "0.0.0.0", port: int = 8080, *, limits: ServerLimits | None = None
+    ) -> None:
+        self.server = WebhookServer(host, port, limits=limits)
 
     @property
     def single_active(self) -> bool:
