@@ -403,13 +403,13 @@ async def test_a_reconfiguration_resumes_from_what_the_old_trigger_knows_not_the
 ) -> None:
     """The old instance counted something the coalescing writer has not written yet: the new instance
     starts from the old one's memory, and gets the resource's creation time."""
-    registry, source, patcher, *_ = env
+    registry, source, *_ = env
     created = Resource.from_body(
         {"metadata": {"name": "t", "uid": "uid-1", "creationTimestamp": "2026-03-02T09:00:00Z"}}
     ).created_at
     first = resource()
     await registry.apply(Resource(first.ref, 1, first.spec, created_at=created))
     await registry.apply(Resource(first.ref, 2, {**first.spec, "fake": {"label": "y"}}, created_at=created))
-    old, new = source.built
+    _, new = source.built
     assert new.context.status.get("webhookPath") == "x", "the old instance's source status carries over"
     assert new.context.created_at == created

@@ -749,8 +749,8 @@ class ScheduleSource(TriggerSource[ScheduleSpec]):
 
     def build(self, spec: ScheduleSpec, context: TriggerContext) -> ScheduleTrigger:
         """A trigger resuming from the resource's status: `lastScheduleTime` (else the resource's
-        creation), `lastJobId` and the counters; `resumedAt` (set by the operator when a suspension ends) means runs missed before now
-        are not caught up."""
+        creation), `lastJobId` and the counters; `resumedAt` (set by the operator when a suspension
+        ends) means runs missed before now are not caught up."""
         status = context.status
         try:
             config = ScheduleConfig.from_spec(spec, context.template)
