@@ -237,9 +237,10 @@ def _children(node: Node) -> list[Node]:
 def load_documents(text: str) -> list[Any]:
     """Every document of a YAML (or JSON) text, within the limits above. Raises `InvalidYaml` with a
     one-line message."""
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     documents: list[Any] = []
     try:
+        loader = _BoundedLoader(text)
         while loader.check_node():
             root = loader.get_node()
             if root is None:
@@ -255,5 +256,6 @@ def load_documents(text: str) -> list[Any]:
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:
         raise InvalidYaml(f"cannot be loaded: {type(exc).__name__}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents

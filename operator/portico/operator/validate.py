@@ -6,7 +6,6 @@ server cannot do (cron expressions, time zones, JSON Schemas, regular expression
 """
 
 import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
@@ -21,13 +20,14 @@ EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 
 
 def escape(text: str) -> str:
-    """`text` with every control, format and line-separator character written as an escape, so a value
-    from a manifest (a name with a newline or an ANSI escape) cannot fake or hide output lines."""
+    """`text` with every character that is not printable (controls, format and bidi characters, line
+    separators, unassigned code points) written as an escape, so a value from a manifest (a name with a
+    newline or an ANSI escape) cannot fake or hide output lines."""
     out = []
     for char in text:
         if char == "\\":
             out.append("\\\\")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+        elif not char.isprintable():
             code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
