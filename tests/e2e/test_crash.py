@@ -2,16 +2,21 @@
 came due while it was down are created per catchUp, each exactly once, against the real API server and the
 real queue service."""
 
-import re
 import signal
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from tests.conftest import Kubectl, QueueServiceProcess
-from tests.e2e.conftest import OperatorFactory, list_jobs, status_of, trigger_manifest, wait_for
+from tests.e2e.conftest import (
+    OperatorFactory,
+    list_jobs,
+    missed_runs,
+    status_of,
+    trigger_manifest,
+    wait_for,
+)
 
 PERIOD = 3
 """Seconds between runs (`*/3 * * * * *`)."""
@@ -19,11 +24,6 @@ PERIOD = 3
 
 def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _missed_events(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
-    items = kubectl.json("get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
-    return [e for e in items if e["reason"] == "ScheduleMissed"]
 
 
 @pytest.mark.parametrize("catch_up", ["All", "Latest"])
@@ -41,6 +41,7 @@ def test_a_kill_right_after_a_run_loses_no_run(
     kubectl.apply(trigger_manifest(name, {"schedule": schedule}, job={"type": "e2e.crash", "queue": name}))
     wait_for(lambda: list_jobs(url, queue=name), timeout=30, interval=0.01, message="the first run")
     op.process.stop(signal.SIGKILL)
+    killed = datetime.now(UTC)
     before_kill = {j["metadata"]["scheduled_time"] for j in list_jobs(url, queue=name)}
     assert not status_of(kubectl, name).get("lastScheduleTime"), "the kill came before the status write"
 
@@ -72,16 +73,13 @@ def test_a_kill_right_after_a_run_loses_no_run(
         assert status_of(kubectl, name)["jobsCreated"] == len(jobs), "the unrecorded run is counted once"
     else:
         # The restarted operator fired only the latest run due while it was down; its Event says which.
-        def catch_up_event() -> datetime | None:
-            for event in _missed_events(kubectl, name):
-                m = re.search(
-                    r"to before (\S+) were not created.*fired 1 \(catchUp: Latest\)", event["message"]
-                )
-                if m and _utc(m.group(1)) > restarted - step:
-                    return _utc(m.group(1))
-            return None
-
-        pending = wait_for(catch_up_event, timeout=30, message="the ScheduleMissed event of the restart")
+        [catch_up] = wait_for(
+            lambda: [r for r in missed_runs(kubectl, name) if r.pending > killed],
+            timeout=30,
+            message="the ScheduleMissed Event of the restart",
+        )
+        assert catch_up.fired == 1
+        pending = catch_up.pending
         latest = pending - step
         after_kill = [t for t in times if f"{t:%Y-%m-%dT%H:%M:%SZ}" not in before_kill]
         assert after_kill[0] == latest, f"the latest run due while down was caught up: {after_kill}"
