@@ -27,9 +27,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from portico.operator.validate import validate_paths
+    from portico.operator.validate import EXIT_UNREADABLE, validate_paths
 
-    return validate_paths(args.filename, out=sys.stdout)
+    try:
+        return validate_paths(args.filename, out=sys.stdout)
+    except Exception as exc:  # one line, never a traceback, whatever the input did
+        print(f"portico validate: cannot validate: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNREADABLE
 
 
 def _add_limit_arguments(parser: argparse.ArgumentParser, prefix: str, server: str) -> None:
@@ -199,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--filename",
         action="append",
         required=True,
-        help="manifest file or directory (repeatable; '-' for stdin)",
+        help=(
+            "manifest file or directory (repeatable; '-' for stdin); exit 1 if a manifest is invalid, "
+            "2 if an input cannot be read"
+        ),
     )
     va.set_defaults(func=_validate)
     return parser

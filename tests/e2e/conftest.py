@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,36 @@ def wait_for(
 def status_of(kubectl: Kubectl, name: str) -> dict[str, Any]:
     obj = kubectl.json("get", "jobtrigger", name)
     return dict(obj.get("status") or {})
+
+
+@dataclass(frozen=True)
+class MissedRuns:
+    """What a `ScheduleMissed` Event of a catch-up says: runs scheduled from `first` to before `pending`
+    were not all created; `fired` of them were (the most recent ones)."""
+
+    first: datetime
+    pending: datetime
+    fired: int
+
+
+_CATCH_UP = re.compile(
+    r"run\(s\) scheduled from (?P<first>\S+) to before (?P<pending>\S+) were not created.*?"
+    r"(?:fired (?P<fired>\d+) )?\(catchUp: "
+)
+
+
+def missed_runs(kubectl: Kubectl, name: str) -> list[MissedRuns]:
+    """The catch-ups a schedule trigger reported, from the operator's own clock (not the test's)."""
+    items = kubectl.json("get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    out = []
+    for event in items:
+        m = _CATCH_UP.search(event["message"]) if event["reason"] == "ScheduleMissed" else None
+        if m:
+            first, pending = (
+                datetime.fromisoformat(m[k].replace("Z", "+00:00")) for k in ("first", "pending")
+            )
+            out.append(MissedRuns(first, pending, int(m["fired"] or 0)))
+    return sorted(out, key=lambda r: r.pending)
 
 
 def trigger_manifest(

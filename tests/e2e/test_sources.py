@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ import pytest
 
 from portico.testing.services import PostgresServer, RabbitMQServer
 from tests.conftest import Kubectl, QueueServiceProcess
-from tests.e2e.conftest import OperatorFactory, list_jobs, status_of, trigger_manifest, wait_for
+from tests.e2e.conftest import (
+    OperatorFactory,
+    list_jobs,
+    missed_runs,
+    status_of,
+    trigger_manifest,
+    wait_for,
+)
 
 
 def running(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
@@ -77,26 +84,32 @@ def test_schedule_enqueues_jobs_stops_on_delete_and_catches_up_after_restart(
     uid = kubectl.json("get", "jt", "every2s")["metadata"]["uid"]
     assert first["idempotency_key"] == f"{uid}:{meta['scheduled_time']}"
 
-    # Restart across a due time: the run that came due while the operator was down fires exactly once.
+    # Restart across due times: of the runs that came due while the operator was down, catchUp Latest
+    # fires the most recent one, exactly once. Which runs those are is decided by the operator's clock
+    # when the trigger starts, so it is read from the operator's ScheduleMissed Event, never guessed from
+    # when the test saw the status change (that guess failed whenever a run came due during startup).
     op.process.stop(signal.SIGTERM)
-    stopped_at = time.time()
     time.sleep(4.5)
     stopped_status = status_of(kubectl, "every2s")
     assert stopped_status["isRunning"] is False, "the final flush on stop wrote the stopped state"
+    last_before = datetime.fromisoformat(stopped_status["lastScheduleTime"].replace("Z", "+00:00"))
     start_operator()
     wait_for(lambda: running(kubectl, "every2s"), message="running after restart")
-    back_at = time.time()
+    [catch_up] = wait_for(
+        lambda: missed_runs(kubectl, "every2s"), message="the catch-up's ScheduleMissed Event"
+    )
+    assert catch_up.fired == 1 and catch_up.first == last_before + timedelta(seconds=2)
+    latest = catch_up.pending - timedelta(seconds=2)
+    assert latest - last_before >= timedelta(seconds=4), "at least two runs came due while down"
     wait_for(lambda: len(list_jobs(url, queue="reports")) >= len(jobs) + 3, timeout=15, message="more jobs")
     times = [j["metadata"]["scheduled_time"] for j in list_jobs(url, queue="reports")]
     assert len(times) == len(set(times)), "no scheduled time was enqueued twice"
-    fired = sorted(datetime.fromisoformat(t).timestamp() for t in times)
-    due_while_down = [t for t in range(int(stopped_at) + 1, int(back_at)) if t % 2 == 0 and t > stopped_at]
-    assert len(due_while_down) >= 2
-    fired_while_down = [t for t in fired if stopped_at < t < back_at - 1]
-    assert fired_while_down == [due_while_down[-1]], (
-        f"catchUp Latest fires only the latest of the runs due while down {due_while_down}: "
-        f"{fired_while_down} (stopped {stopped_at}, back {back_at}, fired {fired})"
+    fired = sorted(datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times)
+    assert [t for t in fired if last_before < t < catch_up.pending] == [latest], (
+        f"catchUp Latest fires only the latest of the runs due while down ({catch_up}): {fired}"
     )
+    after = [t for t in fired if t > last_before]
+    assert after == [latest + timedelta(seconds=2 * i) for i in range(len(after))], "none missing after"
 
     kubectl("delete", "jt", "every2s")
     count = len(list_jobs(url, queue="reports"))

@@ -388,3 +388,28 @@ async def test_a_failed_reconfiguration_stops_both(env: Any) -> None:
     await settle()
     assert not any(t.is_running for t in source.built)
     assert patcher.status["phase"] == "Failed"
+
+
+def test_the_resource_creation_time_is_read_from_the_body() -> None:
+    body = {"metadata": {"name": "t", "uid": "u", "creationTimestamp": "2026-03-02T09:00:00Z"}}
+    created = Resource.from_body(body).created_at
+    assert created is not None and created.isoformat() == "2026-03-02T09:00:00+00:00"
+    assert Resource.from_body({"metadata": {"name": "t", "creationTimestamp": "garbage"}}).created_at is None
+
+
+@pytest.mark.looptime
+async def test_a_reconfiguration_resumes_from_what_the_old_trigger_knows_not_the_stale_status(
+    env: Any,
+) -> None:
+    """The old instance counted something the coalescing writer has not written yet: the new instance
+    starts from the old one's memory, and gets the resource's creation time."""
+    registry, source, *_ = env
+    created = Resource.from_body(
+        {"metadata": {"name": "t", "uid": "uid-1", "creationTimestamp": "2026-03-02T09:00:00Z"}}
+    ).created_at
+    first = resource()
+    await registry.apply(Resource(first.ref, 1, first.spec, created_at=created))
+    await registry.apply(Resource(first.ref, 2, {**first.spec, "fake": {"label": "y"}}, created_at=created))
+    _, new = source.built
+    assert new.context.status.get("webhookPath") == "x", "the old instance's source status carries over"
+    assert new.context.created_at == created

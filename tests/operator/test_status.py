@@ -179,3 +179,21 @@ async def test_restarted_writer_continues_from_the_server_total(writer: Any) -> 
     await asyncio.sleep(0.1)
     assert patcher.server == {"jobsCreated": 43, "errors": 2}
     assert patcher.patches[-1][1] == {"jobsCreated": 43}
+
+
+@pytest.mark.looptime
+async def test_a_conflict_during_the_final_flush_is_re_read_and_written() -> None:
+    """A stopping operator's last counts must not be lost because another writer (a finalizer update,
+    a replica) moved the resourceVersion just before the final flush."""
+    patcher = RecordingPatcher()
+    w = StatusWriter(patcher, interval=10.0)
+    await w.start()
+    state = {"jobsCreated": 0}
+    w.track("u1", REF, lambda: dict(state), status={}, resource_version="1")
+    await asyncio.sleep(0.1)
+    patcher.other_writer_adds("errors", 0)  # the version moves; our copy is stale
+    state["jobsCreated"] = 3
+    w.mark_dirty("u1")
+    await w.close()
+    assert patcher.server["jobsCreated"] == 3
+    assert w.conflicts == 1

@@ -49,6 +49,17 @@ def _json(value: Any) -> Any:
     return value
 
 
+def _timestamp(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp from the API server, or None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _log_fields(managed: "ManagedTrigger") -> dict[str, str]:
     ref = managed.ref
     return {"trigger_namespace": ref.namespace, "trigger_name": ref.name, "trigger_uid": ref.uid}
@@ -65,6 +76,7 @@ class Resource:
     status: Mapping[str, Any] = field(default_factory=dict)
     resource_version: str | None = None
     finalizers: tuple[str, ...] = ()
+    created_at: datetime | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Resource":
@@ -77,6 +89,7 @@ class Resource:
             status=dict(body.get("status") or {}),
             resource_version=meta.get("resourceVersion"),
             finalizers=tuple(meta.get("finalizers") or ()),
+            created_at=_timestamp(meta.get("creationTimestamp")),
         )
 
 
@@ -335,6 +348,7 @@ class TriggerRegistry:
                 secrets=self.secrets.resolver(resource.ref.namespace),
                 annotations=resource.annotations,
                 status=self._resume_status(managed),
+                created_at=resource.created_at,
             )
             new = source.build(parsed.source_spec, context)
             await new.start()
@@ -365,9 +379,15 @@ class TriggerRegistry:
         self._event(managed, "Normal", verb, f"The {parsed.source} trigger is running.")
 
     def _resume_status(self, managed: ManagedTrigger) -> dict[str, Any]:
-        """The status a new trigger instance resumes from. After a suspension, schedules must not catch
-        up on the runs missed meanwhile, so they resume as from now."""
+        """The status a new trigger instance resumes from: the written status, overlaid with what the
+        instance it replaces still holds in memory (a reconfiguration within the status writer's window
+        must not lose `lastScheduleTime` or a counter). After a suspension, schedules must not catch up on
+        the runs missed meanwhile, so they resume as from now."""
         status = dict(managed.resource.status)
+        live = managed.trigger.get_health() if managed.trigger is not None else managed.last_health
+        if live is not None:
+            # What this process knows is newer than what the coalescing writer has written so far.
+            status.update({k: _json(v) for k, v in live.source_status.items() if v is not None})
         if managed.phase == "Suspended" or status.get("phase") == "Suspended":
             status["resumedAt"] = rfc3339(datetime.now(UTC))
         return status

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 Snapshot = Callable[[], dict[str, Any]]
 COUNTERS = ("jobsCreated", "errors")
+FINAL_FLUSH_ATTEMPTS = 3
 
 
 class ResourceGoneError(Exception):
@@ -163,7 +164,12 @@ class StatusWriter:
             self._task = None
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        await self.flush_all()
+        for _ in range(FINAL_FLUSH_ATTEMPTS):
+            # A conflict (another writer moved the resourceVersion) re-reads and leaves the resource
+            # dirty: write again, or the last counts of a stopping operator are lost.
+            if not any(t.dirty for t in self._tracked.values()):
+                break
+            await self.flush_all()
 
     async def flush_all(self) -> None:
         await asyncio.gather(*(self._write(uid, t) for uid, t in list(self._tracked.items()) if t.dirty))

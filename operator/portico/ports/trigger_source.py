@@ -9,6 +9,7 @@ keeps one eventing server per event-source type.
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from portico.domain.model import SpecModel
@@ -62,6 +63,9 @@ class TriggerContext:
     status: Mapping[str, Any] = field(default_factory=dict)
     """The resource's last written status (e.g. `lastScheduleTime`), so a trigger resumes where it left
     off after an operator restart or fail-over."""
+    created_at: datetime | None = None
+    """When the resource was created (`metadata.creationTimestamp`): where a schedule that has no
+    `lastScheduleTime` yet starts counting its runs, so a crash before the first status write loses none."""
 
 
 SpecT = TypeVar("SpecT", bound=SpecModel)

@@ -245,3 +245,24 @@ def test_build_rejects_an_unreadable_status_time() -> None:
                 {"lastScheduleTime": "yesterday"},
             ),
         )
+
+
+@pytest.mark.looptime
+async def test_build_without_a_last_schedule_time_anchors_on_the_resource_creation() -> None:
+    clock = LoopClock(utc(2026, 3, 2, 11, 30))
+    creator = RecordingJobCreator(clock)
+    source = ScheduleSource(clock=clock)
+    await source.open()
+    context = TriggerContext(
+        ref=REF,
+        template=TEMPLATE,
+        job_creator=creator,
+        events=RecordingEvents(),
+        created_at=utc(2026, 3, 2, 9, 59, 59),
+    )
+    trigger = source.build(ScheduleSpec(cron="0 * * * *", catchUp="All"), context)
+    await trigger.start()
+    await asyncio.sleep(1)
+    await trigger.stop()
+    await source.close()
+    assert creator.scheduled_times() == ["2026-03-02T10:00:00Z", "2026-03-02T11:00:00Z"]

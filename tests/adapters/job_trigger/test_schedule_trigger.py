@@ -718,3 +718,62 @@ async def test_a_schedule_that_cannot_go_on_says_so() -> None:
     assert "timetable exhausted" in events.events[0][2]
     assert health.errors_count == 1
     assert health.source_status["nextScheduleTime"] is None
+
+
+# --- a crash before the first status write ---------------------------------------------------------
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("catch_up", "fired"),
+    [
+        ("All", ["09:00", "09:10", "09:20", "09:30"]),
+        ("Latest", ["09:00", "09:30"]),
+    ],
+)
+async def test_a_crash_before_the_first_status_write_loses_no_run(catch_up: str, fired: list[str]) -> None:
+    """The first run is accepted, the process dies before `lastScheduleTime` is written, and stays down
+    across two due times: the next instance anchors on the trigger's creation, like a CronJob."""
+    clock = LoopClock(MONDAY_0859)
+    creator = RecordingJobCreator(clock)
+    schedule = config("*/10 * * * *", catch_up=catch_up)
+    created = MONDAY_0859 - timedelta(seconds=30)
+    async with running(clock, creator, schedule, created_at=created):
+        await clock.until(utc(2026, 3, 2, 9, 0, 0, 50_000))  # killed 50 ms after the first run
+    await clock.until(utc(2026, 3, 2, 9, 35))
+    events = RecordingEvents()
+    async with running(clock, creator, schedule, created_at=created, events=events) as trigger:
+        await asyncio.sleep(1)
+        health = trigger.get_health()
+    assert creator.scheduled_times() == [f"2026-03-02T{hm}:00Z" for hm in fired]
+    keys = [job.idempotency_key for job in creator.jobs.values()]
+    assert len(keys) == len(set(keys)) == len(fired)
+    assert health.source_status["lastScheduleTime"] == "2026-03-02T09:30:00Z"
+    # The 09:00 run the first instance could not record is counted once, by the instance that re-sent it.
+    assert health.jobs_created_count == (4 if catch_up == "All" else 1)
+
+
+@pytest.mark.looptime
+async def test_the_creation_time_anchors_only_until_a_run_is_recorded() -> None:
+    clock = LoopClock(utc(2026, 3, 2, 12, 30))
+    creator = RecordingJobCreator(clock)
+    async with running(
+        clock,
+        creator,
+        config("0 * * * *", catch_up="All"),
+        created_at=utc(2026, 3, 2, 8, 30),
+        last_schedule_time=utc(2026, 3, 2, 11),
+    ):
+        await asyncio.sleep(1)
+    assert creator.scheduled_times() == ["2026-03-02T12:00:00Z"]
+
+
+@pytest.mark.looptime
+async def test_a_new_trigger_fires_the_runs_due_since_its_creation() -> None:
+    clock = LoopClock(utc(2026, 3, 2, 9, 0, 7))
+    creator = RecordingJobCreator(clock)
+    async with running(
+        clock, creator, config("*/5 * * * * *", catch_up="All"), created_at=utc(2026, 3, 2, 8, 59, 58)
+    ):
+        await asyncio.sleep(1)
+    assert creator.scheduled_times() == ["2026-03-02T09:00:00Z", "2026-03-02T09:00:05Z"]

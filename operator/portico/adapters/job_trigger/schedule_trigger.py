@@ -309,9 +309,12 @@ class ScheduleTrigger(JobTrigger):
     job_type="report.daily")])`, then `await trigger.start()`.
 
     To resume after a restart, pass what the previous instance reported: `last_schedule_time` (runs after
-    it that were missed are caught up per `catch_up`), `last_job_id` (for `Forbid`). `resume_from_now`
-    fires nothing missed before start(), for a resumed suspension; start() after stop() on the same
-    instance does the same.
+    it that were missed are caught up per `catch_up`), `last_job_id` (for `Forbid`). Until a first run has
+    been recorded, `created_at` (when the trigger was defined, a resource's `creationTimestamp`) anchors
+    the catch-up instead, as for a Kubernetes CronJob: a crash before `last_schedule_time` was saved then
+    loses no run, and re-sending a run already accepted is harmless (same idempotency key). Without
+    either, runs before start() are not caught up. `resume_from_now` fires nothing missed before
+    start(), for a resumed suspension; start() after stop() on the same instance does the same.
     """
 
     def __init__(
@@ -324,6 +327,7 @@ class ScheduleTrigger(JobTrigger):
         scheduler: Scheduler | None = None,
         last_schedule_time: datetime | str | None = None,
         last_job_id: str | None = None,
+        created_at: datetime | str | None = None,
         resume_from_now: bool = False,
         skipped_runs: int = 0,
         missed_runs: int = 0,
@@ -338,6 +342,9 @@ class ScheduleTrigger(JobTrigger):
         self.events = self.emitter.events
         self._scheduler = scheduler
         self._resume_from_now = resume_from_now
+        self._created_at = _as_utc(created_at)
+        self._recorded = _as_utc(last_schedule_time)
+        self._started_at: datetime | None = None
         self._runs: list[_Run] = []
         names = [c.name for c in self.schedules if c.name is not None]
         if len(set(names)) != len(names):
@@ -373,10 +380,11 @@ class ScheduleTrigger(JobTrigger):
             raise TriggerStartError("the schedule source is closed", reason="SchedulerClosed", retryable=True)
         self._running = True
         now = scheduler.now()
+        self._started_at = now
         resume_from_now = self._resume_from_now
         try:
             for run in self._runs:
-                self._plan(run, now, None if resume_from_now else run.last_schedule_time)
+                self._plan(run, now, None if resume_from_now else self._anchor(run))
         except Exception as exc:
             await self.stop()
             self._resume_from_now = resume_from_now
@@ -384,6 +392,11 @@ class ScheduleTrigger(JobTrigger):
                 raise TriggerStartError(str(exc), reason="InvalidSchedule", retryable=False) from exc
             raise
         self.events.changed()
+
+    def _anchor(self, run: _Run) -> datetime | None:
+        """The last run handled: the last one accepted, else the creation of the trigger (every run
+        after it is due, none was handled yet)."""
+        return run.last_schedule_time or self._created_at
 
     async def stop(self) -> None:
         """Stop firing. Job creations in flight get `STOP_GRACE_SECONDS` to finish; retries waiting for
@@ -652,9 +665,21 @@ class ScheduleTrigger(JobTrigger):
         )
 
     def _accepted(self, run: _Run, scheduled: datetime, job: Job) -> None:
+        if job.existing and self._unrecorded(scheduled):
+            self.emitter.jobs_created_count += 1
         if run.last_schedule_time is None or scheduled > run.last_schedule_time:
             run.last_schedule_time = scheduled
         self.events.changed()
+
+    def _unrecorded(self, scheduled: datetime) -> bool:
+        """Whether a run the queue service already had was accepted by an earlier instance that could not
+        record it (killed before its status was written): due before this instance started, after the
+        last run it was told about. Its job then counts here, or nobody counts it."""
+        return (
+            self._started_at is not None
+            and scheduled < self._started_at
+            and (self._recorded is None or scheduled > self._recorded)
+        )
 
     def _skipped(self, run: _Run, scheduled: datetime, previous: Job) -> None:
         run.skipped += 1
@@ -723,9 +748,9 @@ class ScheduleSource(TriggerSource[ScheduleSpec]):
         await self.scheduler.close()
 
     def build(self, spec: ScheduleSpec, context: TriggerContext) -> ScheduleTrigger:
-        """A trigger resuming from the resource's status: `lastScheduleTime`, `lastJobId` and the
-        counters; `resumedAt` (set by the operator when a suspension ends) means runs missed before now
-        are not caught up."""
+        """A trigger resuming from the resource's status: `lastScheduleTime` (else the resource's
+        creation), `lastJobId` and the counters; `resumedAt` (set by the operator when a suspension
+        ends) means runs missed before now are not caught up."""
         status = context.status
         try:
             config = ScheduleConfig.from_spec(spec, context.template)
@@ -742,6 +767,7 @@ class ScheduleSource(TriggerSource[ScheduleSpec]):
             scheduler=self.scheduler,
             last_schedule_time=last_schedule_time,
             last_job_id=status.get("lastJobId") or None,
+            created_at=context.created_at,
             resume_from_now=bool(status.get("resumedAt")),
             skipped_runs=int(status.get("skippedRuns") or 0),
             missed_runs=int(status.get("missedRuns") or 0),
