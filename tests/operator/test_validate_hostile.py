@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from portico.domain.input_policy import MAX_DEPTH as PAYLOAD_MAX_DEPTH
 from portico.operator.manifest_reader import MAX_DEPTH, MAX_FILE_BYTES
 from portico.operator.validate import escape
 from tests.operator.test_validate import GOOD, run, write
@@ -198,8 +199,24 @@ def test_a_fifo_never_blocks_even_with_a_writer_that_never_writes(tmp_path: Path
     thread.join(5)
 
 
-def test_a_payload_nested_just_below_the_limit_is_validated_without_a_traceback(tmp_path: Path) -> None:
-    payload = "{a: " * (MAX_DEPTH - 5) + "1" + "}" * (MAX_DEPTH - 5)
+def nested_payload(depth: int) -> str:
+    return "{a: " * depth + "1" + "}" * depth
+
+
+def test_a_payload_at_the_input_policy_depth_is_valid(tmp_path: Path) -> None:
+    payload = nested_payload(PAYLOAD_MAX_DEPTH - 1)
     path = write(tmp_path, "n.yaml", GOOD.replace("report.nightly", f"report.nightly, payload: {payload}"))
     code, out = run(path)
     assert (code, out) == (0, "1 JobTrigger(s) checked, 0 invalid\n")
+
+
+def test_a_payload_the_reader_takes_but_the_input_policy_refuses_is_one_line(tmp_path: Path) -> None:
+    """Nested just below the reader's limit: read without a traceback, then refused by the same input
+    policy every entry point applies to payloads, in one line naming the rule."""
+    payload = nested_payload(MAX_DEPTH - 5)
+    path = write(tmp_path, "n.yaml", GOOD.replace("report.nightly", f"report.nightly, payload: {payload}"))
+    code, out = run(path)
+    assert code == 1
+    problems = out.splitlines()[:-1]
+    assert len(problems) == 1 and "payload" in problems[0] and "deeper" in problems[0], out
+    assert "Traceback" not in out
