@@ -109,6 +109,12 @@ class CountingJobCreator(JobCreator):
     inner: JobCreator
     delay: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
+    hold_after: int | None = None
+    """Calls past this many wait for `release()`, so a test can change the world between two calls."""
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self._released.set()
 
     async def create_job(
         self,
@@ -121,6 +127,8 @@ class CountingJobCreator(JobCreator):
     ) -> Job:
         key = idempotency_key or ""
         self.calls[key] = self.calls.get(key, 0) + 1
+        if self.hold_after is not None and sum(self.calls.values()) > self.hold_after:
+            await self._released.wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         return await self.inner.create_job(job_type, payload, queue_name, priority, metadata, idempotency_key)

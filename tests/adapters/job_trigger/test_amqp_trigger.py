@@ -287,7 +287,8 @@ async def test_queue_service_down_requeues_with_backoff_and_loses_nothing(
     qs = restartable_queue_service
     total = 60
     async with HttpJobCreator(qs.url, deadline=0.2, backoff_max=0.05) as http:
-        creator = CountingJobCreator(http, delay=0.005)
+        # the first 10 jobs go through; the rest wait until the queue service is down
+        creator = CountingJobCreator(http, delay=0.005, hold_after=10)
         trigger = RabbitMQTrigger(
             job_creator=creator,
             config=spec(queue_name, prefetch=5, requeueDelaySeconds=0.2),
@@ -301,6 +302,7 @@ async def test_queue_service_down_requeues_with_backoff_and_loses_nothing(
             await eventually(lambda: trigger.get_health().jobs_created_count >= 10)
             await qs.stop()
             calls_before = sum(creator.calls.values())
+            creator.release()
             await eventually(lambda: trigger.get_health().source_status["messagesRequeued"] >= 10)
             await asyncio.sleep(1.5)
             attempts_while_down = sum(creator.calls.values()) - calls_before

@@ -298,7 +298,8 @@ async def test_queue_service_down_leaves_rows_pending_until_it_is_back(
     qs = restartable_queue_service
     await insert_orders(db, orders, 40)
     async with HttpJobCreator(qs.url, deadline=0.3, backoff_max=0.05) as http:
-        creator = CountingJobCreator(http, delay=0.05)
+        # the first batch goes through; the rest wait until the queue service is down
+        creator = CountingJobCreator(http, delay=0.05, hold_after=5)
         trigger = DatabasePollingTrigger(
             job_creator=creator, config=spec(orders, batchSize=5), dsn=postgres.dsn, template=TEMPLATE
         )
@@ -306,6 +307,7 @@ async def test_queue_service_down_leaves_rows_pending_until_it_is_back(
         try:
             await eventually(lambda: trigger.get_health().jobs_created_count >= 5)
             await qs.stop()
+            creator.release()
             failures = trigger.get_health().errors_count
             await eventually(lambda: trigger.get_health().errors_count >= failures + 2)
             assert trigger.is_running, "the database side is fine; only job creation waits"
