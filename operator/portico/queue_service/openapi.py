@@ -267,6 +267,13 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                         "schema": {"type": "string", "minLength": 1, "maxLength": v.MAX_JOB_TYPE_LENGTH},
                     },
                     {
+                        "name": "metadata",
+                        "in": "query",
+                        "description": "KEY=VALUE: only jobs whose metadata maps KEY to exactly VALUE, e.g. "
+                        "trigger.uid=<uid> for the jobs of one trigger.",
+                        "schema": {"type": "string", "pattern": v.METADATA_FILTER_PATTERN},
+                    },
+                    {
                         "name": "limit",
                         "in": "query",
                         "schema": {
