@@ -32,11 +32,13 @@ def new_token() -> str:
 
 
 async def run_now(
-    cluster: Cluster, name: str, *, timeout: float, wait: bool, output: str | None, out: TextIO
+    cluster: Cluster, name: str, *, wait_seconds: float, wait: bool, output: str | None, out: TextIO
 ) -> int:
     obj = await cluster.get_trigger(name)
     if source_of(obj) != "schedule":
-        raise PluginError(f'jobtrigger "{name}" has a {source_of(obj)} source: run-now works on schedules only')
+        raise PluginError(
+            f'jobtrigger "{name}" has a {source_of(obj)} source: run-now works on schedules only'
+        )
     phase = (obj.get("status") or {}).get("phase")
     if phase != "Running":
         reason = "suspended" if (obj.get("spec") or {}).get("suspend") else f"in phase {phase or 'Pending'}"
@@ -46,7 +48,7 @@ async def run_now(
     if not wait:
         out.write(f"jobtrigger.triggers.portico.dev/{name} run-now requested ({token})\n")
         return 0
-    accepted = await wait_for_run(cluster, name, obj["metadata"]["uid"], token, timeout)
+    accepted = await wait_for_run(cluster, name, obj["metadata"]["uid"], token, wait_seconds)
     if output in ("json", "yaml"):
         from portico.kubectl_plugin.output import document
 
@@ -56,10 +58,12 @@ async def run_now(
     return 0
 
 
-async def wait_for_run(cluster: Cluster, name: str, uid: str, token: str, timeout: float) -> dict[str, Any]:
+async def wait_for_run(
+    cluster: Cluster, name: str, uid: str, token: str, wait_seconds: float
+) -> dict[str, Any]:
     """Until `status.lastRunNow` names our token (the queue service accepted the job), or a Warning Event
-    about it says why not. Raises PluginError when neither happens within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    about it says why not. Raises PluginError when neither happens within `wait_seconds`."""
+    deadline = time.monotonic() + wait_seconds
     while True:
         obj = await cluster.get_trigger(name)
         last = (obj.get("status") or {}).get("lastRunNow") or {}
@@ -70,7 +74,7 @@ async def wait_for_run(cluster: Cluster, name: str, uid: str, token: str, timeou
                 raise PluginError(f"the manual run failed: {event.message}")
         if time.monotonic() >= deadline:
             raise PluginError(
-                f"no job accepted for run-now {token} within {timeout:g}s; the annotation stays set, so "
+                f"no job accepted for run-now {token} within {wait_seconds:g}s; the annotation stays set, so "
                 f"the operator will still run it: watch `kubectl portico describe {name}`"
             )
         await asyncio.sleep(POLL_SECONDS)

@@ -56,6 +56,11 @@ def _in_cluster(target: Target) -> bool:
     )
 
 
+def _service_account_namespace() -> str | None:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else None
+
+
 def api_error(exc: ApiException, what: str) -> PluginError:
     """kubectl's wording for a refused call, without the response body's noise."""
     reason = {403: "Forbidden", 404: "NotFound", 401: "Unauthorized", 409: "Conflict"}.get(
@@ -90,8 +95,7 @@ class Cluster:
         try:
             if _in_cluster(target):
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                namespace = namespace or (ns_file.read_text().strip() if ns_file.exists() else None)
+                namespace = namespace or _service_account_namespace()
             else:
                 await config.load_kube_config(
                     config_file=target.kubeconfig,
@@ -193,6 +197,31 @@ class Cluster:
         except ApiException as exc:
             raise api_error(exc, "cannot list deployments") from None
         return list(result.items)
+
+
+def arg_value(args: list[str], name: str) -> str | None:
+    """The value of `--name=value` or `--name value` in a container's command line."""
+    for i, arg in enumerate(args):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def container_args(deployment: Any) -> list[str]:
+    out: list[str] = []
+    for container in deployment.spec.template.spec.containers or []:
+        out += [*(container.command or []), *(container.args or [])]
+    return out
+
+
+def container_env(deployment: Any, name: str) -> str | None:
+    for container in deployment.spec.template.spec.containers or []:
+        for env in container.env or []:
+            if env.name == name and env.value:
+                return str(env.value)
+    return None
 
 
 def _event_time(event: Any) -> str:

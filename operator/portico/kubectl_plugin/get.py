@@ -79,7 +79,10 @@ def row(obj: Mapping[str, Any], now: datetime, *, wide: bool, all_namespaces: bo
             origin_of(obj),
             str(status.get("lastJobId") or "<none>"),
         ]
-    cells += [shorten(error, 10_000 if wide else ERROR_WIDTH) or "<none>", age(meta.get("creationTimestamp"), now)]
+    cells += [
+        shorten(error, 10_000 if wide else ERROR_WIDTH) or "<none>",
+        age(meta.get("creationTimestamp"), now),
+    ]
     return cells
 
 

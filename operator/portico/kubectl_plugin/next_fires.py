@@ -17,7 +17,9 @@ from portico.operator.resource import format_validation_error
 MAX_COUNT = 1000
 
 
-def fire_times(schedule: Mapping[str, Any], after: datetime, count: int) -> tuple[ScheduleSpec, list[datetime]]:
+def fire_times(
+    schedule: Mapping[str, Any], after: datetime, count: int
+) -> tuple[ScheduleSpec, list[datetime]]:
     """The `count` fire times strictly after `after` (UTC instants, before jitter). Raises PluginError
     for a schedule the operator would refuse, with the operator's message."""
     try:
@@ -39,9 +41,7 @@ def _fires_json(spec: ScheduleSpec, times: list[datetime]) -> list[dict[str, str
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(spec.time_zone)
-    return [
-        {"utc": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "local": t.astimezone(tz).isoformat()} for t in times
-    ]
+    return [{"utc": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "local": t.astimezone(tz).isoformat()} for t in times]
 
 
 def _local(moment: datetime, time_zone: str) -> str:
@@ -71,20 +71,36 @@ async def next_fires(
             raise PluginError(f'jobtrigger "{name}" has a {source_of(obj)} source, not a schedule')
         spec, times = fire_times(obj["spec"]["schedule"], start, count)
         if output in ("json", "yaml"):
-            document(out, {"name": name, "namespace": cluster.namespace, **_header(spec), "fires": _fires_json(spec, times)}, output)
+            document(
+                out,
+                {
+                    "name": name,
+                    "namespace": cluster.namespace,
+                    **_header(spec),
+                    "fires": _fires_json(spec, times),
+                },
+                output,
+            )
             return 0
         if obj["spec"].get("suspend"):
             err.write(f'jobtrigger "{name}" is suspended: these times fire only once it is resumed\n')
         if spec.jitter_seconds:
             err.write(f"each run is delayed by up to {spec.jitter_seconds}s of jitter\n")
         rows = [
-            [str(i), _local(t, spec.time_zone), _local(t, "UTC"), f"in {human_duration((t - now).total_seconds())}"]
+            [
+                str(i),
+                _local(t, spec.time_zone),
+                _local(t, "UTC"),
+                f"in {human_duration((t - now).total_seconds())}",
+            ]
             for i, t in enumerate(times, 1)
         ]
         table(out, ["#", f"TIME ({spec.time_zone})", "TIME (UTC)", "IN"], rows)
         return 0
 
-    objs = [o for o in await cluster.list_triggers(all_namespaces=all_namespaces) if source_of(o) == "schedule"]
+    objs = [
+        o for o in await cluster.list_triggers(all_namespaces=all_namespaces) if source_of(o) == "schedule"
+    ]
     found: list[tuple[Mapping[str, Any], ScheduleSpec | None, list[datetime], str]] = []
     for obj in objs:
         try:
@@ -92,7 +108,7 @@ async def next_fires(
             found.append((obj, spec, times, ""))
         except PluginError as exc:
             found.append((obj, None, [], str(exc)))
-    found.sort(key=lambda f: (f[2][0] if f[2] else datetime.max.replace(tzinfo=UTC)))
+    found.sort(key=lambda f: f[2][0] if f[2] else datetime.max.replace(tzinfo=UTC))
     if output in ("json", "yaml"):
         items = [
             {
@@ -111,16 +127,26 @@ async def next_fires(
         err.write(f"No schedule triggers found in {where}.\n")
         return 0
     rows = []
-    for obj, spec, times, error in found:
-        cells = [obj["metadata"]["namespace"]] if all_namespaces else []
-        cells.append(obj["metadata"]["name"])
-        if spec is None:
+    for item, item_spec, times, error in found:
+        cells = [item["metadata"]["namespace"]] if all_namespaces else []
+        cells.append(item["metadata"]["name"])
+        if item_spec is None:
             rows.append([*cells, "<invalid>", "", "", error])
             continue
         for t in times:
-            state = "suspended" if obj["spec"].get("suspend") else f"in {human_duration((t - now).total_seconds())}"
-            rows.append([*cells, _local(t, spec.time_zone), _local(t, "UTC"), state, spec.cron])
-    cols = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "NEXT (LOCAL)", "NEXT (UTC)", "IN", "SCHEDULE"]
+            state = (
+                "suspended"
+                if item["spec"].get("suspend")
+                else f"in {human_duration((t - now).total_seconds())}"
+            )
+            rows.append([*cells, _local(t, item_spec.time_zone), _local(t, "UTC"), state, item_spec.cron])
+    cols = (["NAMESPACE"] if all_namespaces else []) + [
+        "NAME",
+        "NEXT (LOCAL)",
+        "NEXT (UTC)",
+        "IN",
+        "SCHEDULE",
+    ]
     table(out, cols, rows)
     return 0
 
