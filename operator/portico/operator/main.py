@@ -62,7 +62,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
     metrics = MetricsServer(
-        settings.metrics_host, settings.metrics_port, TriggerCollector(triggers, status_writer, events)
+        settings.metrics_host, settings.metrics_port, TriggerCollector(triggers, status_writer, events, elector)
     )
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
