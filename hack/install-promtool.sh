@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs promtool (Prometheus' rule checker and unit tester) into .cache/bin/ of the repository, for
-# the chart's alert and dashboard tests. It comes from Debian's `prometheus` package, unpacked rather
-# than installed, so no Prometheus server is set up or started. Idempotent. Prints the promtool path.
+# Installs promtool (Prometheus' rule checker and unit tester) and the prometheus binary into .cache/bin/
+# of the repository, for the chart's alert and dashboard tests and hack/plot-dashboard.py. Both come from
+# Debian's `prometheus` package, unpacked rather than installed, so no system service is set up or
+# started. Idempotent. Prints the promtool path.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,13 +10,14 @@ bin="$root/.cache/bin"
 
 log() { echo "install-promtool: $*" >&2; }
 
-if [[ -x "$bin/promtool" ]] && "$bin/promtool" --version >/dev/null 2>&1; then
+if [[ -x "$bin/promtool" && -x "$bin/prometheus" ]] && "$bin/promtool" --version >/dev/null 2>&1; then
   echo "$bin/promtool"
   exit 0
 fi
-if command -v promtool >/dev/null 2>&1; then
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
   mkdir -p "$bin"
   ln -sf "$(command -v promtool)" "$bin/promtool"
+  ln -sf "$(command -v prometheus)" "$bin/prometheus"
   echo "$bin/promtool"
   exit 0
 fi
@@ -37,5 +39,6 @@ deb="$(find "$work" -maxdepth 1 -name 'prometheus_*.deb' | head -n1)"
 dpkg-deb -x "$deb" "$work/root"
 mkdir -p "$bin"
 install -m 0755 "$work/root/usr/bin/promtool" "$bin/promtool"
+install -m 0755 "$work/root/usr/bin/prometheus" "$bin/prometheus"
 log "installed $("$bin/promtool" --version 2>&1 | head -n1)"
 echo "$bin/promtool"

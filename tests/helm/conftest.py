@@ -52,7 +52,9 @@ def find_promtool() -> Path | None:
 def promtool() -> Path:
     binary = find_promtool()
     if binary is None:
-        pytest.skip("promtool not found: run `make promtool` (hack/install-promtool.sh) or set PORTICO_PROMTOOL")
+        pytest.skip(
+            "promtool not found: run `make promtool` (hack/install-promtool.sh) or set PORTICO_PROMTOOL"
+        )
     return binary
 
 

@@ -54,8 +54,12 @@ def test_prometheus_rule_is_off_by_default_and_the_dashboard_too(render: Render)
     assert not [o for o in find(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
 
 
-def test_alerts_fire_and_stay_quiet_on_recorded_series(render: Render, promtool: Path, tmp_path: Path) -> None:
-    objects = render(**{"metrics.prometheusRule.enabled": True, "metrics.prometheusRule.runbookBaseUrl": RUNBOOKS})
+def test_alerts_fire_and_stay_quiet_on_recorded_series(
+    render: Render, promtool: Path, tmp_path: Path
+) -> None:
+    objects = render(
+        **{"metrics.prometheusRule.enabled": True, "metrics.prometheusRule.runbookBaseUrl": RUNBOOKS}
+    )
     assert {r["alert"] for r in rules_of(objects)} == ALERT_NAMES
     rules = write_rules(objects, tmp_path)
     check = promtool_run(promtool, "check", "rules", str(rules), cwd=tmp_path)
@@ -136,7 +140,16 @@ def test_dashboard_is_well_formed() -> None:
         assert panel["targets"] and panel["description"], panel["title"]
         assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
     titles = " ".join(p["title"].lower() for p in board["panels"])
-    for topic in ("jobs", "errors", "phase", "webhook requests", "webhook latency", "lateness", "queue", "leader"):
+    for topic in (
+        "jobs",
+        "errors",
+        "phase",
+        "webhook requests",
+        "webhook latency",
+        "lateness",
+        "queue",
+        "leader",
+    ):
         assert topic in titles, topic
 
 
@@ -159,5 +172,7 @@ def test_a_broken_query_is_caught(promtool: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         metric_names("sum by (le (rate(portico_jobs_created_total[5m]))")
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "x:y", "expr": "rate(x[5m]"}]}]}))
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "x:y", "expr": "rate(x[5m]"}]}]})
+    )
     assert promtool_run(promtool, "check", "rules", str(path), cwd=tmp_path).returncode != 0

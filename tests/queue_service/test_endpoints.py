@@ -137,7 +137,9 @@ async def test_list_filters_by_one_metadata_entry(
         await create(http, service, payload={"n": n}, metadata=meta)
     _, page = await get(http, f"{service.url}/v1/jobs", metadata="trigger.uid=uid-1", limit="2")
     assert [job["payload"]["n"] for job in page["jobs"]] == [1, 3]
-    _, rest = await get(http, f"{service.url}/v1/jobs", metadata="trigger.uid=uid-1", cursor=page["next_cursor"])
+    _, rest = await get(
+        http, f"{service.url}/v1/jobs", metadata="trigger.uid=uid-1", cursor=page["next_cursor"]
+    )
     assert [job["payload"]["n"] for job in rest["jobs"]] == [5]
     _, page = await get(http, f"{service.url}/v1/jobs", metadata="trigger.name=a=b")
     assert [job["payload"]["n"] for job in page["jobs"]] == [5]

@@ -76,7 +76,7 @@ def signed_curl(
     if by_header and by_header.get("mapping"):
         event = sorted(by_header["mapping"])[0]
         headers.append(f"{by_header['header']}: {event}")
-    args = [f"curl -sS -X POST {shlex.quote(url)}"]
+    args = [f"curl -sS --fail-with-body -X POST {shlex.quote(url)}"]
     args += [f"-H {_header_arg(h)}" for h in headers]
     args += [f'-H "{h}"' for h in dynamic]
     args.append('--data-binary "$BODY"')
