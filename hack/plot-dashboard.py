@@ -201,9 +201,13 @@ def main() -> int:
                 "scrape_configs": [{"job_name": "portico", "honor_labels": True, "static_configs": [target]}],
             }))  # fmt: skip
             prom_port = free_port()
-            processes.append(spawn([str(PROMETHEUS), f"--config.file={config}",
-                                    f"--storage.tsdb.path={tmp / 'tsdb'}",
-                                    f"--web.listen-address=127.0.0.1:{prom_port}"], tmp / "prometheus.log"))  # fmt: skip
+            prometheus_args = [
+                str(PROMETHEUS),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ]
+            processes.append(spawn(prometheus_args, tmp / "prometheus.log"))
             wait_for_text(tmp / "prometheus.log", "Server is ready to receive web requests")
             start = time.time()
             sender = threading.Thread(
