@@ -7,7 +7,7 @@ Debian's package, see hack/install-promtool.sh) scraping the operator every 2 se
 panel's expressions over the run with `query_range` and draws them with matplotlib, laid out as the
 dashboard lays them out. Everything runs on 127.0.0.1 and is stopped at the end.
 
-    .venv/bin/pip install matplotlib
+    .venv/bin/pip install -e '.[docs]'    # matplotlib
     bash hack/install-promtool.sh
     PORTICO_CONTROL_PLANE_BIN=$(bash hack/build-control-plane.sh) .venv/bin/python hack/plot-dashboard.py
 """
