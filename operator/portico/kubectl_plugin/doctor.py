@@ -60,22 +60,20 @@ class Doctor:
 
     async def run(self) -> list[Check]:
         checks: list[Check] = []
-        steps: list[Callable[[], Awaitable[Check]]] = [
-            self.crd,
-            self.operator_pods,
-            self.leader_lease,
-            self.queue_service,
-            self.access,
+        steps: list[tuple[str, Callable[[], Awaitable[Check]]]] = [
+            ("CRD", self.crd),
+            ("Operator", self.operator_pods),
+            ("Leader", self.leader_lease),
+            ("Queue service", self.queue_service),
+            ("Access", self.access),
         ]
-        for step in steps:
+        for name, step in steps:
             try:
                 checks.append(await step())
             except PluginError as exc:
-                checks.append(Check(step.__name__.replace("_", " "), "fail", str(exc)))
+                checks.append(Check(name, "fail", str(exc)))
             except ApiException as exc:
-                checks.append(
-                    Check(step.__name__.replace("_", " "), "warn", f"API error {exc.status} {exc.reason}")
-                )
+                checks.append(Check(name, "warn", f"API error {exc.status} {exc.reason}"))
         return checks
 
     async def crd(self) -> Check:
@@ -121,9 +119,8 @@ class Doctor:
                 f"{CRD_NAME} {VERSION} is served, but its schema differs from this plugin's ({__version__})",
                 details=drift[:5],
                 fix=[
-                    "helm upgrade the chart (or kubectl apply --server-side -f crds/jobtrigger.yaml) "
-                    "so fields "
-                    "are not pruned; or use the plugin of the installed version"
+                    "helm upgrade the chart (or kubectl apply --server-side -f crds/jobtrigger.yaml) so "
+                    "fields are not pruned; or use the plugin of the installed version"
                 ],
             )
         return Check(

@@ -259,6 +259,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     if args.all_namespaces and args.command not in ("get", "next"):
         err.write(f"error: -A/--all-namespaces is not supported by {args.command}\n")
         return EXIT_USAGE
+    if args.all_namespaces and (getattr(args, "names", None) or getattr(args, "name", None)):
+        err.write("error: a trigger cannot be named across all namespaces: use -n NAMESPACE\n")
+        return EXIT_USAGE
     try:
         return asyncio.run(_run(args, out, err))
     except PluginError as exc:
