@@ -417,13 +417,15 @@ class ScheduleTrigger(JobTrigger):
         `lastRunNow` (the last manual run's token and job, so a client that asked can see it done)."""
         last = [r.last_schedule_time for r in self._runs if r.last_schedule_time is not None]
         upcoming = [r.next_time for r in self._runs if r.next_time is not None]
-        return {
+        status: dict[str, Any] = {
             "lastScheduleTime": rfc3339(max(last)) if last else None,
             "nextScheduleTime": rfc3339(min(upcoming)) if upcoming and self._running else None,
             "skippedRuns": sum(r.skipped for r in self._runs),
             "missedRuns": sum(r.missed for r in self._runs),
-            "lastRunNow": self._last_run_now,
         }
+        if self._last_run_now is not None:
+            status["lastRunNow"] = dict(self._last_run_now)
+        return status
 
     async def run_now(self, token: str, *, schedule: int | str = 0) -> Job:
         """Fire once now, outside the schedule (the `run-now` annotation). The idempotency key comes
