@@ -42,7 +42,11 @@ TRIGGERS = [
         {"schedule": {"cron": "*/5 * * * * *"}},
         {"type": "cleanup", "queue": "maintenance"},
     ),
-    ("github-ci", {"webhook": {"auth": {"type": "none"}}}, {"type": "ci.build", "queue": "ci"}),
+    (
+        "github-ci",
+        {"webhook": {"mode": "payload", "auth": {"type": "none"}}},
+        {"type": "ci.build", "queue": "ci"},
+    ),
     (
         "payments",
         {"webhook": {"auth": {"type": "bearer", "secretRef": {"name": "payments-token", "key": "token"}}}},
@@ -83,7 +87,8 @@ def traffic(base: str, namespace: str, stop: threading.Event) -> None:
         post(f"{base}/hooks/{namespace}/github-ci", b'{"ref": "main"}', {"Content-Type": "application/json"})
         token = "wrong" if 20 < elapsed < 35 and rng.random() < 0.5 else "s3cret"
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        post(f"{base}/hooks/{namespace}/payments", b'{"amount": 5}', headers)
+        body = b'{"job_type": "payment.settle", "payload": {"amount": 5}}'
+        post(f"{base}/hooks/{namespace}/payments", body, headers)
         if rng.random() < 0.1:
             post(f"{base}/hooks/{namespace}/github-ci", b"not json", {"Content-Type": "text/plain"})
 

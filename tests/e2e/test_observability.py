@@ -56,7 +56,7 @@ def test_dashboard_and_alerts_use_only_exported_metrics(
         lambda: (s := status_of(kubectl, "hook")).get("isRunning") and s, message="webhook running"
     )
     url = op.webhook_url + hook["webhookPath"]
-    assert post(url, b'{"a": 1}') < 300
+    assert post(url, b'{"job_type": "e2e.job", "payload": {"a": 1}}') < 300
     assert post(url, b"not json", "text/plain") >= 400
     wait_for(lambda: (status_of(kubectl, "tick").get("jobsCreated") or 0) >= 2, message="schedule fires")
 

@@ -81,3 +81,11 @@ def test_event_header_and_unauthenticated_hooks() -> None:
     headers, _ = sent(snippet)
     assert headers["X-Event"] == "a" and "SECRET" not in snippet
     assert shlex.quote("http://x/hooks/a/b") in snippet
+
+
+def test_the_example_body_is_what_the_mode_accepts() -> None:
+    from portico.kubectl_plugin.webhook_curl import example_body
+
+    assert example_body({"mode": "payload"}, {"type": "ci.build"}) == "{}"
+    assert example_body({}, {"type": "report.daily"}) == '{"job_type": "report.daily", "payload": {}}'
+    assert example_body({"allowedJobTypes": ["a.b", "c"]}, {"type": "x"}).startswith('{"job_type": "a.b"')

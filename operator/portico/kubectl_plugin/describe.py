@@ -13,7 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from portico.kubectl_plugin.cluster import Cluster
 from portico.kubectl_plugin.get import origin_of, phase_of, source_of, target_of
 from portico.kubectl_plugin.output import age, table, until
-from portico.kubectl_plugin.webhook_curl import signed_curl
+from portico.kubectl_plugin.webhook_curl import example_body, signed_curl
 
 
 async def webhook_base(
@@ -68,7 +68,7 @@ async def describe(
     webhook_url: str | None,
     operator_namespace: str | None,
     show_secret: bool,
-    body: str,
+    body: str | None,
     out: TextIO,
 ) -> int:
     obj = await cluster.get_trigger(name)
@@ -157,7 +157,7 @@ async def _webhook_section(
     explicit_url: str | None,
     operator_namespace: str | None,
     show_secret: bool,
-    body: str,
+    body: str | None,
     out: TextIO,
 ) -> None:
     webhook = obj["spec"]["webhook"]
@@ -175,6 +175,8 @@ async def _webhook_section(
     secret = None
     if show_secret and ref:
         secret = await cluster.secret_value(namespace, ref["name"], ref["key"])
+    if body is None:
+        body = example_body(webhook, obj["spec"].get("job") or {})
     out.write("  Call it:\n")
     out.write(textwrap.indent(signed_curl(url, namespace, webhook, secret=secret, body=body), "    ") + "\n")
 

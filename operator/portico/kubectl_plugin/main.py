@@ -121,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("name", metavar="NAME")
     desc.add_argument("--show-secret", action="store_true", help="put the webhook secret into the curl")
     desc.add_argument("--webhook-url", help="webhook base URL (default: the chart's Ingress or Service)")
-    desc.add_argument("--body", default="{}", help="request body of the example curl (default {})")
+    desc.add_argument(
+        "--body", help="request body of the example curl (default: a job request, or {} in payload mode)"
+    )
     desc.add_argument("--operator-namespace", help="where the operator runs (default: search)")
 
     doc = command("doctor", "check the CRD, operator Pods, leader Lease, queue service and your access")

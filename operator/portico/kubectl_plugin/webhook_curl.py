@@ -7,12 +7,22 @@ itself with `kubectl get secret` unless the user asked to see it, so it never la
 (or in a scroll-back, a ticket, a screen share) by accident.
 """
 
+import json
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
 DEFAULT_BODY = "{}"
 _GITHUB = {"sha256": ("X-Hub-Signature-256", "sha256="), "sha1": ("X-Hub-Signature", "sha1=")}
+
+
+def example_body(webhook: Mapping[str, Any], job: Mapping[str, Any]) -> str:
+    """A body the endpoint accepts: in request mode a job request for an allowed type, in payload mode
+    an empty object (the sender's event goes there)."""
+    if webhook.get("mode") == "payload":
+        return DEFAULT_BODY
+    allowed = webhook.get("allowedJobTypes") or [job.get("type", "example.job")]
+    return json.dumps({"job_type": allowed[0], "payload": {}})
 
 
 def secret_expression(namespace: str, ref: Mapping[str, Any]) -> str:
