@@ -13,6 +13,7 @@ dashboard lays them out. Everything runs on 127.0.0.1 and is stopped at the end.
 """
 
 import argparse
+import contextlib
 import json
 import random
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from portico.testing.control_plane import ControlPlane, find_binaries
-from portico.testing.processes import die_with_parent, free_port, operator_command
+from portico.testing.processes import die_with_parent, free_port, operator_command, running_queue_service
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "helm" / "portico-triggers" / "dashboards" / "portico-triggers.json"
@@ -158,7 +159,7 @@ def main() -> int:
         raise SystemExit("prometheus is missing: bash hack/install-promtool.sh")
     board = json.loads(DASHBOARD.read_text())
     processes: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="portico-plot-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="portico-plot-") as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         cp = ControlPlane(bin_dir=find_binaries(ROOT), data_dir=tmp / "control-plane")
         cp.start()
@@ -167,23 +168,7 @@ def main() -> int:
             kubectl = [str(find_binaries(ROOT) / "kubectl"), f"--kubeconfig={cp.kubeconfig}"]
             subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")], check=True)
             subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd", "--all"], check=True)
-            queue_log = tmp / "queue.log"
-            processes.append(
-                spawn(
-                    [
-                        sys.executable,
-                        "-m",
-                        "portico",
-                        "queue-service",
-                        "--port",
-                        "0",
-                        "--db",
-                        str(tmp / "q.db"),
-                    ],
-                    queue_log,
-                )
-            )
-            queue_url = wait_for_text(queue_log, "listening on ").split("listening on ")[1].split()[0]
+            queue_url = stack.enter_context(running_queue_service(tmp / "q.db"))
             webhook_port, metrics_port = free_port(), free_port()
             processes.append(spawn(operator_command(
                 kubeconfig=cp.kubeconfig, queue_url=queue_url, namespaces=("default",),
