@@ -79,7 +79,7 @@ def test_describe_prints_a_curl_that_passes_the_webhooks_auth(
     proc = plugin(control_plane, ns, "describe", "hook", "--webhook-url", op.webhook_url, *body)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"URL:                {op.webhook_url}/hooks/{ns}/hook" in out
+    assert f"  {'URL:':<22}{op.webhook_url}/hooks/{ns}/hook\n" in out
     assert "Phase:" in out and "Ready" in out and "Events:" in out
     assert SECRET not in out and "'quoted'" not in out
     script = snippet(out)
@@ -113,7 +113,7 @@ def test_describe_shows_status_conditions_and_events(
         message="the Started event in describe",
     )
     out = plugin(control_plane, kubectl.namespace, "describe", "daily").stdout
-    assert "Source:               schedule: 0 9 * * * (Europe/Berlin)" in out
+    assert f"{'Source:':<24}schedule: 0 9 * * * (Europe/Berlin)\n" in out
     assert status_of(kubectl, "daily")["nextScheduleTime"] in out
     assert "Conditions:" in out and "Ready   True" in out
     assert "Webhook:" not in out

@@ -57,8 +57,24 @@ async def webhook_base(
     return "<webhook base URL>", "no operator Deployment found: pass --webhook-url"
 
 
+LABEL_WIDTH = 24
+SOURCE_FIELDS = {
+    "webhookRequests": "Webhook Requests",
+    "watchedPath": "Watched Path",
+    "watching": "Watching",
+    "pendingFiles": "Pending Files",
+    "amqpQueue": "AMQP Queue",
+    "connected": "Connected",
+    "messagesRejected": "Messages Rejected",
+    "messagesRequeued": "Messages Requeued",
+    "lastPollTime": "Last Poll",
+    "lastPollRows": "Last Poll Rows",
+}
+
+
 def _field(out: TextIO, label: str, value: Any, indent: int = 0) -> None:
-    out.write(f"{' ' * indent}{label + ':':<{22 - indent}}{value if value not in (None, '') else '<none>'}\n")
+    shown = value if value not in (None, "", {}) else "<none>"
+    out.write(f"{' ' * indent}{label + ':':<{LABEL_WIDTH - indent}}{shown}\n")
 
 
 async def describe(
@@ -106,9 +122,12 @@ async def describe(
         last_run = status.get("lastRunNow")
         if last_run:
             _field(out, "Last Run-Now", f"{last_run.get('token')} -> job {last_run.get('jobId')}", 2)
-    for key in ("webhookRequests", "watchedPath", "pendingFiles", "amqpQueue", "connected", "lastPollTime"):
+    for key, label in SOURCE_FIELDS.items():
         if key in status:
-            _field(out, key[0].upper() + key[1:], status[key], 2)
+            value = status[key]
+            if isinstance(value, dict):
+                value = " ".join(f"{k}={v}" for k, v in sorted(value.items()))
+            _field(out, label, value, 2)
     out.write("Conditions:\n")
     conditions = status.get("conditions") or []
     if conditions:
