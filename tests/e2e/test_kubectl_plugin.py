@@ -92,6 +92,8 @@ def test_get_shows_next_fire_target_and_last_error(
     one = json.loads(run("get", "daily", "-o", "json").stdout)
     assert one["status"]["nextScheduleTime"] == status_of(kubectl, "daily")["nextScheduleTime"]
     assert run("get", "hook", "-o", "name").stdout == "jobtrigger.triggers.portico.dev/hook\n"
+    kubectl("label", "jt", "hook", "team=ci")
+    assert [r["NAME"] for r in table(run("get", "-l", "team=ci").stdout)] == ["hook"]
     everywhere = table(plugin(control_plane, None, "get", "-A").stdout)
     assert {r["NAMESPACE"] for r in everywhere if r["NAME"] == "daily"} >= {kubectl.namespace}
 
@@ -178,6 +180,9 @@ def test_run_now_waits_for_the_accepted_job_and_history_lists_it(
     assert [r["JOB ID"] for r in rows] == [ids[1], ids[0]]
     assert all(r["STATUS"] == "pending" and r["ATTEMPTS"] == "0/3" for r in rows)
     assert all(r["TYPE"] == "report.daily" and r["QUEUE"] == "reports" for r in rows)
+    wide = table(run("history", "daily", "-o", "wide", "--queue-url", queue_service_process.url).stdout)
+    assert wide[0]["CAUSE"] == f"run-now {last['token']}"
+    assert wide[0]["IDEMPOTENCY KEY"].endswith(f":run-now:{last['token']}")
     as_json = json.loads(
         run("history", "daily", "--limit", "1", "-o", "json", "--queue-url", queue_service_process.url).stdout
     )
