@@ -111,7 +111,10 @@ def legend(template: str, labels: dict[str, str]) -> str:
 
 
 def plot(
-    results: list[tuple[dict[str, Any], list[tuple[str, list[dict[str, Any]]]]]], out: Path, start: float
+    rows: list[dict[str, Any]],
+    results: list[tuple[dict[str, Any], list[tuple[str, list[dict[str, Any]]]]]],
+    out: Path,
+    start: float,
 ) -> None:
     import matplotlib
 
@@ -121,7 +124,11 @@ def plot(
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p, _ in results)
     fig = plt.figure(figsize=(18, height * 0.42))
     fig.suptitle("Portico Triggers (dashboard queries on a live operator, via Prometheus)", fontsize=13)
-    grid = fig.add_gridspec(height, 24, hspace=2.2, wspace=1.2)
+    grid = fig.add_gridspec(height, 24, hspace=2.2, wspace=1.2, top=0.96, bottom=0.03)
+    for row in rows:
+        header = fig.add_subplot(grid[row["gridPos"]["y"], :])
+        header.axis("off")
+        header.text(0, 0, row["title"], fontsize=11, fontweight="bold", transform=header.transAxes)
     for panel, series in results:
         g = panel["gridPos"]
         ax = fig.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
@@ -221,7 +228,7 @@ def main() -> int:
                     expr = expr.replace("$namespace", ".*").replace("$trigger", ".*")
                     series.append((target.get("legendFormat", ""), query_range(prometheus, expr, start, end)))
                 results.append((panel, series))
-            plot(results, args.out, start)
+            plot([p for p in board["panels"] if p["type"] == "row"], results, args.out, start)
             print(f"wrote {args.out}")
         finally:
             stop.set()
