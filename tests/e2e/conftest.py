@@ -22,7 +22,7 @@ import pytest
 
 from portico.testing.control_plane import ControlPlane
 from portico.testing.processes import die_with_parent, free_port, operator_command
-from tests.conftest import Kubectl, QueueServiceProcess
+from tests.conftest import Kubectl, QueueServiceProcess, as_numeric_user
 
 
 @dataclass
@@ -32,17 +32,23 @@ class Process:
     args: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    drop_env: tuple[str, ...] = ()
+    user: int | None = None
+    """Run as this numeric user and group, without a passwd entry (`as_numeric_user`)."""
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
         log = open(self.log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if k not in self.drop_env}
+        prefix, as_user = ([], {}) if self.user is None else as_numeric_user(self.user)
         self.proc = subprocess.Popen(
-            self.args,
+            [*prefix, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
+            env={**env, **self.env},
             preexec_fn=die_with_parent,
+            **as_user,
         )
         log.close()
         return self
@@ -128,9 +134,13 @@ def start_operator(
         namespaces: tuple[str, ...] | None = None,
         webhook_port: int | None = None,
         env: dict[str, str] | None = None,
+        drop_env: tuple[str, ...] = (),
+        user: int | None = None,
     ) -> Operator:
         op = Operator(
-            Process([], tmp_path / f"operator-{len(started)}.log", env=env or {}),
+            Process(
+                [], tmp_path / f"operator-{len(started)}.log", env=env or {}, drop_env=drop_env, user=user
+            ),
             webhook_port=webhook_port or free_port(),
             health_port=free_port(),
             metrics_port=free_port(),

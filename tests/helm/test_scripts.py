@@ -1,5 +1,5 @@
 """The scripts around the chart: the offline helm installer is idempotent, and the kind end-to-end run
-skips cleanly where Docker is missing."""
+fails, naming what is missing, instead of passing without running."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_install_helm_is_idempotent_and_prints_the_path() -> None:
     assert (REPO_ROOT / ".cache" / "bin" / "kubectl").exists()
 
 
-def test_e2e_kind_skips_without_docker(tmp_path: Path) -> None:
+def test_e2e_kind_fails_naming_what_is_missing(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("bash", "dirname", "grep", "seq", "sleep"):
@@ -47,5 +47,5 @@ def test_e2e_kind_skips_without_docker(tmp_path: Path) -> None:
         timeout=60,
         env={**os.environ, "PATH": str(bin_dir)},
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("e2e-kind: skipped: docker is not installed")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "e2e-kind: kind is not installed (https://kind.sigs.k8s.io)"

@@ -43,3 +43,12 @@ def test_job_parses_what_the_queue_service_returns() -> None:
 def test_creation_error_says_whether_to_retry() -> None:
     error = JobCreationError("queue unavailable", retryable=True, status=503)
     assert (str(error), error.retryable, error.status) == ("queue unavailable", True, 503)
+
+
+def test_job_accepts_a_uuid_id_and_defaults_its_creation_time() -> None:
+    from uuid import uuid4
+
+    job_id = uuid4()
+    job = Job(id=job_id, job_type="test.job", queue_name="default", payload={})  # type: ignore[arg-type]
+    assert job.id == str(job_id) and job.created_at.tzinfo is not None
+    assert JobStatus.SCHEDULED.is_active and JobStatus("scheduled") is JobStatus.SCHEDULED

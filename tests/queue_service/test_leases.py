@@ -91,3 +91,34 @@ async def test_the_service_sweeps_by_itself(
         await asyncio.sleep(0.02)
     else:
         raise AssertionError("the expired lease was not swept within 10 s")
+
+
+async def test_extend_holds_a_running_job_longer_and_only_for_its_holder(
+    http: aiohttp.ClientSession, service: RunningQueueService, clock: FakeClock
+) -> None:
+    job = await create(http, service)
+    [claimed] = await claim(http, service, worker="w1", lease_seconds=30)
+    url = f"{service.url}/v1/jobs/{job['id']}/extend"
+
+    clock.advance(20)
+    status, extended = await post(http, url, {"lease_id": claimed["lease_id"], "lease_seconds": 30})
+    assert status == 200
+    assert extended["lease_expires_at"] == "2027-01-15T08:00:50.000000Z"
+    clock.advance(29)
+    assert await claim(http, service, worker="w2") == [], "the extension holds"
+
+    status, error = await post(http, url, {"lease_id": "not-the-lease", "lease_seconds": 30})
+    assert status == 409 and "lease" in error["error"]
+    status, error = await post(http, url, {"lease_seconds": 30})
+    assert (status, error["field"]) == (400, "lease_id")
+    status, error = await post(http, url, {"lease_id": claimed["lease_id"], "lease_seconds": 0})
+    assert (status, error["field"]) == (400, "lease_seconds")
+
+    clock.advance(2)
+    status, error = await post(http, url, {"lease_id": claimed["lease_id"], "lease_seconds": 30})
+    assert status == 409, "a lease that ran out is not revived"
+    assert (await service.get_job(job["id"])).status == "running"
+    status, _ = await post(
+        http, f"{service.url}/v1/jobs/missing/extend", {"lease_id": "x", "lease_seconds": 5}
+    )
+    assert status == 404

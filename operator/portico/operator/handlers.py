@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from portico.operator.kube_access import KubeAccess, in_cluster_credentials
 from portico.operator.registry import TriggerRegistry
 from portico.operator.resource import GROUP, PLURAL, VERSION
 
@@ -25,8 +26,18 @@ def operator_settings() -> kopf.OperatorSettings:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(memo: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        access: KubeAccess = memo.access
+        if not access.in_cluster:
+            return kopf.login_with_kubeconfig(memo=memo, settings=settings, **kwargs)
+        pod = in_cluster_credentials()
+        return kopf.ConnectionInfo(
+            server=pod.server,
+            token=pod.token,
+            ca_path=pod.ca_path,
+            default_namespace=pod.namespace,
+            trust_env=settings.networking.trust_env,
+        )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def jobtrigger_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.domain.trigger import SecretRef, TriggerRef
@@ -30,16 +30,6 @@ from portico.ports.trigger_source import SecretNotFoundError, SecretResolver
 logger = logging.getLogger(__name__)
 
 REPORTING_COMPONENT = "portico-operator"
-
-
-async def create_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
 
 
 class JobTriggerWriter(StatusPatcher, FinalizerWriter):

@@ -9,28 +9,36 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 from typing import Any
 
 import kopf
 
+# Kopf derives an identity from the login name unless given one, and a container's numeric user has no
+# passwd entry: the operator always passes its own (`--id`, POD_NAME, or the host name).
+from kopf._core.engines.peering import Identity
+
 from portico.adapters.job_creator.http import HttpJobCreator
+from portico.logs import setup_logging
 from portico.operator.handlers import operator_settings, register
-from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache, create_api_client
+from portico.operator.kube import EventRecorder, JobTriggerWriter, SecretCache
+from portico.operator.kube_access import KubeAccess, KubeConfigError, create_api_client, resolve_kube_access
 from portico.operator.leader import LeaderElector, LeaseSettings
-from portico.operator.logs import setup_logging
 from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
-from portico.operator.settings import OperatorSettings
+from portico.operator.settings import OperatorSettings, SettingsError
 from portico.operator.sources import create_sources
 from portico.operator.status import StatusWriter
 
 logger = logging.getLogger(__name__)
 
 
-async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
-    if settings.kubeconfig:
-        os.environ["KUBECONFIG"] = settings.kubeconfig
-    api = await create_api_client(settings.kubeconfig)
+async def operate(
+    settings: OperatorSettings, access: KubeAccess, *, stop_flag: asyncio.Event | None = None
+) -> None:
+    if access.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = access.kubeconfig  # where Kopf's own login looks
+    api = await create_api_client(access)
     job_creator = HttpJobCreator(settings.queue_url, token=settings.queue_token)
     sources = create_sources(settings)
     writer = JobTriggerWriter(api)
@@ -106,7 +114,8 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
-            memo=kopf.Memo(triggers=triggers, settings=settings, shutdown=shutdown),
+            memo=kopf.Memo(triggers=triggers, access=access, shutdown=shutdown),
+            identity=Identity(settings.identity),
             stop_flag=stop_flag,
         )
     finally:
@@ -118,7 +127,14 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    """Exit status 2, with one line on stderr, for settings it cannot start with (no queue URL, an
+    unreadable token file, no way to reach the API server)."""
     setup_logging(args.log_format, args.log_level)
-    settings = OperatorSettings.from_args(args)
-    asyncio.run(operate(settings))
+    try:
+        settings = OperatorSettings.from_args(args)
+        access = resolve_kube_access(settings.kubeconfig)
+        asyncio.run(operate(settings, access))
+    except (SettingsError, KubeConfigError) as exc:
+        print(f"portico operator: {exc}", file=sys.stderr)
+        return 2
     return 0

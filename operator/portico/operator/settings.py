@@ -2,7 +2,18 @@
 
 import argparse
 import os
+import socket
 from dataclasses import dataclass, field
+
+
+class SettingsError(Exception):
+    """A setting the operator cannot start with; the message is one line for the user."""
+
+
+def default_identity() -> str:
+    """This replica's name: the Pod's name (the chart sets POD_NAME from the downward API), else the
+    host name. Never the login name: a container's numeric user has no passwd entry."""
+    return os.environ.get("POD_NAME") or socket.gethostname() or "portico"
 
 
 @dataclass(frozen=True)
@@ -19,7 +30,7 @@ class OperatorSettings:
     status_interval: float = 1.0
     stop_timeout: float = 20.0
     kubeconfig: str | None = None
-    identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "portico"))
+    identity: str = field(default_factory=default_identity)
     leader_election: bool = True
     lease_name: str = "portico-operator"
     lease_namespace: str = "default"
@@ -31,14 +42,15 @@ class OperatorSettings:
     def from_args(cls, args: argparse.Namespace) -> "OperatorSettings":
         queue_url = args.queue_url or os.environ.get("PORTICO_QUEUE_URL")
         if not queue_url:
-            raise SystemExit(
-                "portico operator: the queue service URL is required (--queue-url or PORTICO_QUEUE_URL)"
-            )
+            raise SettingsError("the queue service URL is required (--queue-url or PORTICO_QUEUE_URL)")
         token_file = args.queue_token_file or os.environ.get("PORTICO_QUEUE_TOKEN_FILE")
         token = None
         if token_file:
-            with open(token_file) as f:
-                token = f.read().strip() or None
+            try:
+                with open(token_file) as f:
+                    token = f.read(64 * 1024).strip() or None
+            except OSError as exc:
+                raise SettingsError(f"queue token file {token_file}: {exc.strerror}") from None
         return cls(
             queue_url=queue_url.rstrip("/"),
             queue_token=token,
@@ -52,7 +64,7 @@ class OperatorSettings:
             status_interval=args.status_interval,
             stop_timeout=args.stop_timeout,
             kubeconfig=args.kubeconfig,
-            identity=args.id or os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or "portico",
+            identity=args.id or default_identity(),
             leader_election=args.leader_election,
             lease_name=args.lease_name,
             lease_namespace=(

@@ -41,8 +41,10 @@ class JobTrigger(ABC):
     def is_running(self) -> bool:
         """True exactly while the trigger can create jobs."""
 
-    @abstractmethod
-    def get_health(self) -> TriggerHealth: ...
+    def get_health(self) -> TriggerHealth:
+        """Counters and last job; this default knows only `is_running`, so a trigger written as in
+        the seed (start, stop, is_running) works unchanged. Triggers that count override it."""
+        return TriggerHealth(is_running=self.is_running)
 
 
 class TriggerStartError(Exception):

@@ -154,6 +154,25 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Extend": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["lease_id", "lease_seconds"],
+        "properties": {
+            "lease_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": v.MAX_TEXT_LENGTH,
+                "description": "The job's current lease (409 when it is no longer held or ran out).",
+            },
+            "lease_seconds": {
+                "type": "number",
+                "minimum": v.LEASE_SECONDS_RANGE[0],
+                "maximum": v.LEASE_SECONDS_RANGE[1],
+                "description": "The lease ends this many seconds from now.",
+            },
+        },
+    },
     "Fail": {
         "type": "object",
         "additionalProperties": False,
@@ -337,6 +356,21 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                 operation_id="completeJob",
             ),
         },
+        "/v1/jobs/{job_id}/extend": {
+            "post": operation(
+                "Extend the lease of a running job (a worker still working on it)",
+                {
+                    "200": {"description": "The job with its new lease_expires_at.", **job_response},
+                    "400": bad_request,
+                    "404": not_found,
+                    "409": conflict,
+                },
+                body="Extend",
+                body_required=True,
+                parameters=[_job_id()],
+                operation_id="extendLease",
+            ),
+        },
         "/v1/jobs/{job_id}/fail": {
             "post": operation(
                 "Record a failed attempt: retried while attempts remain, then dead",
@@ -391,7 +425,7 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
         "info": {
             "title": "Portico reference queue service",
             "version": __version__,
-            "description": "Durable jobs for Portico triggers; the claim/complete/fail cycle for workers.",
+            "description": "Durable jobs for Portico triggers; claim/extend/complete/fail for workers.",
         },
         "paths": paths,
         "components": {"schemas": _SCHEMAS},

@@ -30,6 +30,7 @@ from portico.queue_service.validation import (
     parse_claim,
     parse_complete,
     parse_create,
+    parse_extend,
     parse_fail,
     parse_json,
     parse_list_query,
@@ -147,6 +148,14 @@ async def complete_job(request: web.Request) -> web.Response:
     return _json_response(job)
 
 
+async def extend_lease(request: web.Request) -> web.Response:
+    extend = parse_extend(await _read_json(request, required=True))
+    job = await request.app[STORE].extend(
+        request.match_info["job_id"], lease_id=extend.lease_id, lease_seconds=extend.lease_seconds
+    )
+    return _json_response(job)
+
+
 async def fail_job(request: web.Request) -> web.Response:
     data = await _read_json(request, required=False)
     fail = parse_fail(data)
@@ -259,6 +268,7 @@ def create_app(settings: QueueServiceSettings) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}", get_job, allow_head=False)
     app.router.add_post("/v1/jobs/{job_id}/complete", complete_job)
     app.router.add_post("/v1/jobs/{job_id}/fail", fail_job)
+    app.router.add_post("/v1/jobs/{job_id}/extend", extend_lease)
     app.router.add_post("/v1/queues/{queue}/claim", claim_jobs)
     app.router.add_get("/healthz", health, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)

@@ -532,6 +532,24 @@ class JobStore:
 
         return await self._write(complete)
 
+    async def extend(self, job_id: str, *, lease_id: str, lease_seconds: float) -> JobDict:
+        """Hold a running job's lease `lease_seconds` from now. A lease that already ran out is not
+        revived: the job may be claimed by someone else at any moment, so its holder must stop."""
+
+        def extend(conn: sqlite3.Connection) -> JobDict:
+            self._check_running(conn, job_id, lease_id)
+            now = self._clock()
+            row = conn.execute(
+                f"UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_expires_at > ? "
+                f"RETURNING {_COLUMNS}",
+                (now + lease_seconds, now, job_id, now),
+            ).fetchone()
+            if row is None:
+                raise JobConflict("the lease expired; the job goes back to its queue")
+            return _job_from_row(row)
+
+        return await self._write(extend)
+
     async def fail(
         self, job_id: str, *, lease_id: str | None, error: str | None, retry: bool, retry_delay: float
     ) -> JobDict:

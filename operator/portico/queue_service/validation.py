@@ -65,6 +65,12 @@ class Complete:
 
 
 @dataclass(frozen=True, slots=True)
+class Extend:
+    lease_id: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Fail:
     lease_id: str | None
     error: str | None
@@ -248,6 +254,16 @@ def _lease_id(body: dict[str, Any]) -> str | None:
 def parse_complete(data: Any) -> Complete:
     body = _object(data, frozenset({"lease_id"}))
     return Complete(lease_id=_lease_id(body))
+
+
+def parse_extend(data: Any) -> Extend:
+    body = _object(data, frozenset({"lease_id", "lease_seconds"}))
+    if body.get("lease_id") is None:
+        raise RequestError("lease_id", "lease_id is required: only the lease's holder may extend it")
+    return Extend(
+        lease_id=_text(body["lease_id"], "lease_id", max_length=MAX_TEXT_LENGTH),
+        lease_seconds=_number(body.get("lease_seconds"), "lease_seconds", *LEASE_SECONDS_RANGE),
+    )
 
 
 def parse_fail(data: Any) -> Fail:

@@ -8,6 +8,7 @@ garbage-collected, and ServiceAccount token Secrets never appear (tokens come fr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import ipaddress
@@ -120,16 +121,20 @@ class ControlPlane:
 
     # --- credentials ----------------------------------------------------------------------------
 
-    def write_kubeconfig(self, path: Path, *, user: str, token: str, namespace: str = "default") -> Path:
+    def write_kubeconfig(
+        self, path: Path, *, user: str, token: str, namespace: str = "default", portable: bool = False
+    ) -> Path:
+        """`portable`: the CA inline and the file readable by anyone, for a container or another user
+        (the data dir is private)."""
+        ca: dict[str, str] = (
+            {"certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode()}
+            if portable
+            else {"certificate-authority": str(self.ca_file)}
+        )
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {
-                    "name": "portico",
-                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
-                }
-            ],
+            "clusters": [{"name": "portico", "cluster": {"server": self.server, **ca}}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [
                 {"name": "portico", "context": {"cluster": "portico", "user": user, "namespace": namespace}}
@@ -137,7 +142,7 @@ class ControlPlane:
             "current-context": "portico",
         }
         path.write_text(json.dumps(config, indent=2))
-        path.chmod(0o600)
+        path.chmod(0o644 if portable else 0o600)
         return path
 
     def request(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
@@ -153,7 +158,13 @@ class ControlPlane:
         return json.loads(raw) if raw else None
 
     def service_account_kubeconfig(
-        self, namespace: str, name: str, path: Path, *, expiration_seconds: int = 86400
+        self,
+        namespace: str,
+        name: str,
+        path: Path,
+        *,
+        expiration_seconds: int = 86400,
+        portable: bool = False,
     ) -> Path:
         """A kubeconfig that acts as ServiceAccount `namespace/name`, so a test can run with exactly the
         RBAC a chart grants. Creates the ServiceAccount (and namespace) if missing; the token comes from
@@ -178,6 +189,7 @@ class ControlPlane:
             user=f"system:serviceaccount:{namespace}:{name}",
             token=result["status"]["token"],
             namespace=namespace,
+            portable=portable,
         )
 
     def ensure_namespace(self, name: str) -> None:

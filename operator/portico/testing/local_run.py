@@ -1,7 +1,8 @@
 """`make run`: everything on one machine, for trying Portico out.
 
 A real control plane (state under `.local/`, so resources survive a restart), the CRDs, the reference
-queue service, the operator and the examples. With `KUBECONFIG` pointing at a reachable cluster, that
+queue service, the operator, a worker with the example handler, and the examples: jobs go
+pending → running → completed. With `KUBECONFIG` pointing at a reachable cluster, that
 cluster is used instead of a local control plane. Ctrl-C stops everything.
 """
 
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from portico.testing.control_plane import ControlPlane, find_binaries
-from portico.testing.processes import die_with_parent, free_port
+from portico.testing.processes import die_with_parent, free_port, worker_command
 
 ROOT = Path(__file__).resolve().parents[3]
 LOCAL_EXAMPLES = ("schedule-daily-report.yaml", "webhook-github.yaml")
@@ -24,6 +25,9 @@ LOCAL_EXAMPLES = ("schedule-daily-report.yaml", "webhook-github.yaml")
 a broker or a database of your own (apply them when you have one, and watch them report what is
 missing if you do not)."""
 STATE = ROOT / ".local"
+RUN_NOW = "triggers.portico.dev/run-now"
+WORKER_QUEUES = ("reports", "ci", "default")
+"""The queues of the local examples, served by one worker running `portico.worker.examples`."""
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -125,12 +129,30 @@ def main() -> int:
             operator_log,
         )
         processes.append(operator)
+
+        worker_log = STATE / "worker.log"
+        worker_metrics_port = free_port()
+        worker = _spawn(
+            worker_command(
+                queue_url=queue_url,
+                handlers="portico.worker.examples:handlers",
+                queues=WORKER_QUEUES,
+                concurrency=4,
+                metrics_port=worker_metrics_port,
+                log_format="text",
+            ),
+            worker_log,
+        )
+        processes.append(worker)
+        _wait_for_line(worker_log, r"worker metrics listening on (\S+)", worker)
         time.sleep(2)
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited; see {operator_log}")
 
         for example in LOCAL_EXAMPLES:
             k("apply", "-f", str(ROOT / "examples" / example))
+        # One job right away (a manual run of the daily schedule), for the worker to take.
+        k("annotate", "jt", "daily-report", f"{RUN_NOW}={int(time.time())}", "--overwrite")
 
         print(
             f"""
@@ -138,9 +160,14 @@ Portico is running.
   kubeconfig:     {kubeconfig}
   queue service:  {queue_url}   (jobs: curl {queue_url}/v1/jobs)
   webhooks:       http://127.0.0.1:{webhook_port}/hooks/<namespace>/<name>
+  worker:         portico.worker.examples on queues {", ".join(WORKER_QUEUES)}; jobs go
+                  pending -> running -> completed (curl {queue_url}/v1/jobs?queue=reports); one
+                  more job: kubectl --kubeconfig {kubeconfig} annotate jt daily-report \\
+                             {RUN_NOW}="$(date +%s)" --overwrite
+                  metrics: http://127.0.0.1:{worker_metrics_port}/metrics
   examples:       {", ".join(LOCAL_EXAMPLES)} applied; the others in examples/ need a
                   directory, a RabbitMQ or a PostgreSQL of yours (kubectl apply -f examples/...)
-  logs:           {operator_log}, {queue_log}
+  logs:           {operator_log}, {worker_log}, {queue_log}
 
   kubectl --kubeconfig {kubeconfig} get jobtriggers -A
   kubectl portico --kubeconfig {kubeconfig} get -A     (the plugin: next, run-now, history, doctor, ...)

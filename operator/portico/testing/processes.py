@@ -94,3 +94,29 @@ def operator_command(
         "--log-format", "text", "--log-level", log_level,
         *extra,
     ]  # fmt: skip
+
+
+def worker_command(
+    *,
+    queue_url: str,
+    handlers: str,
+    queues: tuple[str, ...] = ("default",),
+    concurrency: int = 4,
+    lease_seconds: float = 30.0,
+    metrics_port: int = 0,
+    log_format: str = "json",
+    log_level: str = "INFO",
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """`portico worker` on loopback; it prints `worker metrics listening on URL` once serving."""
+    return [
+        sys.executable, "-m", "portico", "worker",
+        "--queue-url", queue_url,
+        "--handlers", handlers,
+        *(arg for queue in queues for arg in ("--queue", queue)),
+        "--concurrency", str(concurrency),
+        "--lease-seconds", str(lease_seconds),
+        "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
+        "--log-format", log_format, "--log-level", log_level,
+        *extra,
+    ]  # fmt: skip

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
+from uuid import UUID
 
 import aiohttp
 import pydantic
@@ -103,10 +104,13 @@ class HttpJobCreator(JobCreator):
         max_connections: int = 32,
         backoff_base: float = 0.1,
         backoff_max: float = 5.0,
+        max_response_bytes: int = 64 * 1024 * 1024,
         rng: random.Random | None = None,
     ) -> None:
         if min(connect_timeout, request_timeout, deadline) <= 0 or max_connections < 1:
             raise ValueError("timeouts and the deadline must be positive, max_connections at least 1")
+        if max_response_bytes < 1024:
+            raise ValueError("max_response_bytes must be at least 1024")
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"the queue service URL must be http(s)://host[:port][/path], not {base_url!r}")
@@ -123,6 +127,7 @@ class HttpJobCreator(JobCreator):
         self._max_connections = max_connections
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._max_response_bytes = max_response_bytes
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +222,7 @@ class HttpJobCreator(JobCreator):
                     else aiohttp.ClientTimeout(total=seconds, sock_connect=self._connect_timeout)
                 ),
             ) as response:
-                data = await response.read()
+                data = await self._read_bounded(response)
         except aiohttp.InvalidURL as exc:
             raise JobCreationError(
                 f"invalid queue service URL {self.base_url}: {exc}", retryable=False
@@ -234,6 +239,25 @@ class HttpJobCreator(JobCreator):
             )
         return response.status, data
 
+    async def _read_bounded(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, refused beyond `max_response_bytes` (checked while reading): a misbehaving service
+        cannot make a client buffer without limit."""
+        limit = self._max_response_bytes
+        length = response.content_length
+        if length is not None and length <= limit:
+            return await response.read()
+        if length is None:
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                data += chunk
+                if len(data) > limit:
+                    break
+            if len(data) <= limit:
+                return bytes(data)
+        raise JobCreationError(
+            f"the queue service sent more than {limit} bytes in one answer", retryable=False, status=None
+        )
+
     async def _request(
         self,
         method: str,
@@ -242,13 +266,15 @@ class HttpJobCreator(JobCreator):
         what: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        deadline_seconds: float | None = None,
     ) -> tuple[int, bytes]:
-        """Send until an answer that is not retryable arrives, or the deadline leaves no room for another
-        attempt (then a retryable `JobCreationError` with the last reason)."""
+        """Send until an answer that is not retryable arrives, or the deadline (the creator's, or
+        `deadline_seconds`) leaves no room for another attempt (then a retryable `JobCreationError` with
+        the last reason)."""
         session = self._get_session()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + self._deadline
+        deadline = started + (self._deadline if deadline_seconds is None else deadline_seconds)
         attempt = 0
         while True:
             if session.closed:
@@ -310,14 +336,28 @@ class HttpJobCreator(JobCreator):
     ) -> Job:
         """Create the job. Without `idempotency_key` a random one is used, which still makes this call's
         own retries safe. Keys that are not header-safe are sent hashed (`header_safe_idempotency_key`)."""
+        return await self._create(job_type, payload, queue_name, priority, metadata, idempotency_key, None)
+
+    async def _create(
+        self,
+        job_type: str,
+        payload: dict[str, Any],
+        queue_name: str,
+        priority: int,
+        metadata: dict[str, str] | None,
+        idempotency_key: str | None,
+        max_attempts: int | None,
+    ) -> Job:
         what = f"creating a {job_type!r} job"
-        request = {
+        request: dict[str, Any] = {
             "job_type": job_type,
             "queue_name": queue_name,
             "priority": priority,
             "payload": payload,
             "metadata": metadata or {},
         }
+        if max_attempts is not None:
+            request["max_attempts"] = max_attempts
         try:
             body = _strict_json.encode(request).encode()
         except (TypeError, ValueError) as exc:
@@ -334,7 +374,8 @@ class HttpJobCreator(JobCreator):
             job.existing = True
         return job
 
-    async def get_job(self, job_id: str) -> Job | None:
+    async def get_job(self, job_id: str | UUID) -> Job | None:
+        job_id = str(job_id)
         what = f"reading job {job_id!r}"
         url = URL(
             f"{self._base}/v1/jobs/{quote(job_id.encode('utf-8', 'surrogatepass'), safe='')}", encoded=True

@@ -1,7 +1,7 @@
 """Logging: one JSON object per line in containers (for log pipelines), plain text for humans.
 
-Trigger identity (namespace, name, uid) and job ids are attached as fields where known. Request bodies
-and secrets are never logged anywhere in the operator.
+Shared by the operator and the worker. Trigger identity (namespace, name, uid) and job ids are attached
+as fields where known. Request bodies, payloads and secrets are never logged.
 """
 
 import json

@@ -1,0 +1,1 @@
+"""Kits: ready-made services built from the ports (the seed's `portico.kits`), usable as a library."""
