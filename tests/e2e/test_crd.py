@@ -23,6 +23,7 @@ FULL_STATUS: dict[str, Any] = {
     "nextScheduleTime": "2026-11-29T09:00:00Z",
     "skippedRuns": 2,
     "missedRuns": 1,
+    "lastRunNow": {"token": "20261128T090000Z-3f9a1c2b", "jobId": "j-2", "time": "2026-11-28T09:00:01Z"},
     "webhookPath": "/hooks/ns/name",
     "webhookRequests": {"202": 120, "401": 3},
     "watchedPath": "/data/incoming",

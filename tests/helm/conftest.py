@@ -36,6 +36,28 @@ def find_helm() -> Path | None:
     return None
 
 
+def find_promtool() -> Path | None:
+    """PORTICO_PROMTOOL, then the repository's .cache/bin/promtool (hack/install-promtool.sh), then PATH."""
+    for candidate in (
+        os.environ.get("PORTICO_PROMTOOL"),
+        str(REPO_ROOT / ".cache" / "bin" / "promtool"),
+        shutil.which("promtool"),
+    ):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    binary = find_promtool()
+    if binary is None:
+        pytest.skip(
+            "promtool not found: run `make promtool` (hack/install-promtool.sh) or set PORTICO_PROMTOOL"
+        )
+    return binary
+
+
 @dataclass(frozen=True)
 class Helm:
     binary: Path

@@ -129,6 +129,27 @@ async def test_list_filters_and_pages_in_creation_order(
     assert page == {"jobs": [], "next_cursor": None}
 
 
+async def test_list_filters_by_one_metadata_entry(
+    http: aiohttp.ClientSession, service: RunningQueueService
+) -> None:
+    for n in range(6):
+        meta = {"trigger.uid": f"uid-{n % 2}", "trigger.name": "a=b" if n == 5 else "x"}
+        await create(http, service, payload={"n": n}, metadata=meta)
+    _, page = await get(http, f"{service.url}/v1/jobs", metadata="trigger.uid=uid-1", limit="2")
+    assert [job["payload"]["n"] for job in page["jobs"]] == [1, 3]
+    _, rest = await get(
+        http, f"{service.url}/v1/jobs", metadata="trigger.uid=uid-1", cursor=page["next_cursor"]
+    )
+    assert [job["payload"]["n"] for job in rest["jobs"]] == [5]
+    _, page = await get(http, f"{service.url}/v1/jobs", metadata="trigger.name=a=b")
+    assert [job["payload"]["n"] for job in page["jobs"]] == [5]
+    _, page = await get(http, f"{service.url}/v1/jobs", metadata="team=finance")
+    assert page == {"jobs": [], "next_cursor": None}
+    for bad in ("no-equals-sign", '"quote"=x', "=value", "k" * 254 + "=v"):
+        status, body = await get(http, f"{service.url}/v1/jobs", metadata=bad)
+        assert (status, body["field"]) == (400, "metadata"), bad
+
+
 async def test_claim_takes_highest_priority_first_and_fifo_within_a_priority(
     http: aiohttp.ClientSession, service: RunningQueueService, clock: FakeClock
 ) -> None:

@@ -168,6 +168,13 @@ def build_crd(sources: Sequence[type[TriggerSource[Any]]]) -> dict[str, Any]:
                             "description": "Pending, Running, Suspended or Failed.",
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {
+                            "name": "Next",
+                            "type": "date",
+                            "jsonPath": ".status.nextScheduleTime",
+                            "description": "Schedule: when the schedule fires next (shown with -o wide).",
+                            "priority": 1,
+                        },
                     ],
                     "schema": {
                         "openAPIV3Schema": {

@@ -69,9 +69,8 @@ async def operate(
             on_started_leading=lambda: triggers.set_leading(True),
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
-    metrics = MetricsServer(
-        settings.metrics_host, settings.metrics_port, TriggerCollector(triggers, status_writer, events)
-    )
+    collector = TriggerCollector(triggers, status_writer, events, elector)
+    metrics = MetricsServer(settings.metrics_host, settings.metrics_port, collector)
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
     opened: list[Any] = []

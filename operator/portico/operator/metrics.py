@@ -47,13 +47,25 @@ class RequestMetricsSource(Protocol):
     def metrics(self) -> Any: ...
 
 
+@runtime_checkable
+class Elector(Protocol):
+    """Leader election as the metrics see it: how often this replica took the Lease."""
+
+    transitions: int
+
+
 class TriggerCollector(Collector):
     def __init__(
-        self, triggers: TriggerRegistry, status_writer: StatusWriter, events: EventRecorder | None = None
+        self,
+        triggers: TriggerRegistry,
+        status_writer: StatusWriter,
+        events: EventRecorder | None = None,
+        elector: Elector | None = None,
     ) -> None:
         self.triggers = triggers
         self.status_writer = status_writer
         self.events = events
+        self.elector = elector
 
     def collect(self) -> Iterator[Metric]:
         labels = ["namespace", "trigger", "source"]
@@ -123,6 +135,7 @@ class TriggerCollector(Collector):
             queue_latency.add_metric([], [(_bound(b), n) for b, n in h.cumulative()], h.sum)
             yield queue_latency
 
+        yield from self._leadership()
         patches = CounterMetricFamily("portico_status_patches", "Status patches written.")
         patches.add_metric([], self.status_writer.patches)
         yield patches
@@ -138,6 +151,21 @@ class TriggerCollector(Collector):
             )
             dropped.add_metric([], self.events.dropped)
             yield dropped
+
+    def _leadership(self) -> Iterator[Metric]:
+        leader = GaugeMetricFamily(
+            "portico_leader",
+            "1 while this replica runs the single-active sources (holds the Lease, or runs without "
+            "leader election).",
+        )
+        leader.add_metric([], 1.0 if self.triggers.leading else 0.0)
+        yield leader
+        if self.elector is not None:
+            transitions = CounterMetricFamily(
+                "portico_leader_transitions", "Times this replica became the leader."
+            )
+            transitions.add_metric([], self.elector.transitions)
+            yield transitions
 
     @staticmethod
     def _add_requests(

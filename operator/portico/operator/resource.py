@@ -34,6 +34,12 @@ class Condition(SpecModel):
     )
 
 
+class RunNowStatus(SpecModel):
+    token: str = Field(description="The value of the run-now annotation that asked for this run.")
+    job_id: str = Field(description="ID of the job the queue service accepted for it.")
+    time: datetime = Field(description="When the manual run fired.")
+
+
 class JobTriggerStatus(SpecModel):
     """Everything the operator writes to `/status`. A field missing here would be pruned by the API
     server, so the CRD's status schema is generated from this model."""
@@ -71,6 +77,10 @@ class JobTriggerStatus(SpecModel):
     )
     missed_runs: int | None = Field(
         default=None, description="Schedule: runs that could not be created before their deadline."
+    )
+    last_run_now: RunNowStatus | None = Field(
+        default=None,
+        description="Schedule: the last manual run (the run-now annotation) whose job was accepted.",
     )
     webhook_path: str | None = Field(default=None, description="Webhook: the URL path this trigger serves.")
     webhook_requests: dict[str, int] | None = Field(

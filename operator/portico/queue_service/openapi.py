@@ -341,6 +341,13 @@ def openapi_document(settings: QueueServiceSettings) -> dict[str, Any]:
                         },
                     },
                     {
+                        "name": "metadata",
+                        "in": "query",
+                        "description": "KEY=VALUE: only jobs whose metadata maps KEY to exactly VALUE, e.g. "
+                        "trigger.uid=<uid> for the jobs of one trigger.",
+                        "schema": {"type": "string", "pattern": v.METADATA_FILTER_PATTERN},
+                    },
+                    {
                         "name": "limit",
                         "in": "query",
                         "schema": {

@@ -163,6 +163,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         queue_name=query.queue_name,
         status=query.status,
         job_type=query.job_type,
+        metadata=query.metadata,
         after=query.after,
         limit=query.limit,
     )

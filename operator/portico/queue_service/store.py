@@ -443,16 +443,21 @@ class JobStore:
         queue_name: str | None = None,
         status: str | None = None,
         job_type: str | None = None,
+        metadata: tuple[str, str] | None = None,
         after: int = 0,
         limit: int = 100,
     ) -> tuple[list[JobText], int | None]:
-        """A page of jobs in creation order, and the position to continue after (None on the last page)."""
+        """A page of jobs in creation order, and the position to continue after (None on the last page).
+        `metadata` is (key, value): jobs whose metadata maps key to exactly value."""
         conditions = ["seq > ?"]
         params: list[Any] = [after]
         for column, value in (("queue_name", queue_name), ("status", status), ("job_type", job_type)):
             if value is not None:
                 conditions.append(f"{column} = ?")
                 params.append(value)
+        if metadata is not None:
+            conditions.append("json_extract(metadata, ?) = ?")
+            params += [f'$."{metadata[0]}"', metadata[1]]
         sql = f"SELECT seq, {_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ?"
         params.append(limit + 1)
 

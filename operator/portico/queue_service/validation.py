@@ -31,8 +31,11 @@ DEFAULT_LIST_LIMIT = 100
 _queue_name = re.compile(QUEUE_NAME_PATTERN)
 _idempotency_key = re.compile(IDEMPOTENCY_KEY_PATTERN)
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
+METADATA_FILTER_PATTERN = r"^[A-Za-z0-9._/-]{1,253}=.{0,1024}$"
+"""`metadata=KEY=VALUE` on the job list: jobs whose metadata maps KEY to exactly VALUE."""
 """A position in creation order: any such value is a valid place to continue from."""
 _cursor = re.compile(CURSOR_PATTERN)
+_metadata_filter = re.compile(METADATA_FILTER_PATTERN, re.DOTALL)
 
 
 class RequestError(Exception):
@@ -95,6 +98,7 @@ class ListQuery:
     job_type: str | None
     after: int
     limit: int
+    metadata: tuple[str, str] | None = None
 
 
 def parse_json(body: bytes) -> Any:
@@ -260,6 +264,11 @@ def _decode_cursor(cursor: str) -> int:
     return int(cursor)
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key, value
+
+
 def parse_list_query(query: dict[str, str]) -> ListQuery:
     status = query.get("status")
     if status is not None and status not in STATUSES:
@@ -278,10 +287,16 @@ def parse_list_query(query: dict[str, str]) -> ListQuery:
                 "limit", f"limit must be between {LIST_LIMIT_RANGE[0]} and {LIST_LIMIT_RANGE[1]}"
             )
     cursor = query.get("cursor")
+    metadata = query.get("metadata")
+    if metadata is not None and not _metadata_filter.match(metadata):
+        raise RequestError(
+            "metadata", "metadata must be KEY=VALUE (KEY: letters, digits, '.', '_', '/', '-')"
+        )
     return ListQuery(
         queue_name=None if queue_name is None else _text(queue_name, "queue", max_length=MAX_TEXT_LENGTH),
         status=status,
         job_type=None if job_type is None else _text(job_type, "job_type", max_length=MAX_JOB_TYPE_LENGTH),
         after=0 if cursor is None else _decode_cursor(cursor),
         limit=limit,
+        metadata=None if metadata is None else _key_value(metadata),
     )

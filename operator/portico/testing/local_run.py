@@ -170,6 +170,7 @@ Portico is running.
   logs:           {operator_log}, {worker_log}, {queue_log}
 
   kubectl --kubeconfig {kubeconfig} get jobtriggers -A
+  kubectl portico --kubeconfig {kubeconfig} get -A     (the plugin: next, run-now, history, doctor, ...)
 
 Press Ctrl-C to stop everything.""",
             flush=True,

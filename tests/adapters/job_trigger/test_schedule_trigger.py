@@ -678,8 +678,14 @@ async def test_run_now_fires_once_per_token() -> None:
     async with running(clock, creator, config("0 9 * * *", concurrency_policy="Forbid")) as trigger:
         first = await trigger.run_now("2026-03-02-a")
         creator.set_status(first.id, JobStatus.RUNNING)
+        assert trigger.source_status()["lastRunNow"] == {
+            "token": "2026-03-02-a",
+            "jobId": first.id,
+            "time": "2026-03-02T10:17:03Z",
+        }
         again = await trigger.run_now("2026-03-02-a")
         other = await trigger.run_now("b")
+        assert trigger.source_status()["lastRunNow"]["jobId"] == other.id
     assert first.id == again.id
     assert other.id != first.id
     assert first.idempotency_key == "8d1c7f5e-uid:run-now:2026-03-02-a"
@@ -695,6 +701,7 @@ async def test_run_now_reports_a_failure() -> None:
     async with running(clock, creator, config("0 9 * * *")) as trigger:
         with pytest.raises(JobCreationError):
             await trigger.run_now("x")
+        assert "lastRunNow" not in trigger.source_status()
 
 
 @pytest.mark.looptime

@@ -357,6 +357,7 @@ class ScheduleTrigger(JobTrigger):
             self._runs.append(run)
         self._runs[0].skipped, self._runs[0].missed = skipped_runs, missed_runs
         self._running = False
+        self._last_run_now: dict[str, str] | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
         self._stop_waiters: set[asyncio.Future[bool]] | None = None
 
@@ -425,15 +426,19 @@ class ScheduleTrigger(JobTrigger):
 
     def source_status(self) -> dict[str, Any]:
         """`lastScheduleTime` (latest scheduled time whose job was accepted), `nextScheduleTime` (the
-        next scheduled time, before jitter; None while stopped), `skippedRuns`, `missedRuns`."""
+        next scheduled time, before jitter; None while stopped), `skippedRuns`, `missedRuns`, and
+        `lastRunNow` (the last manual run's token and job, so a client that asked can see it done)."""
         last = [r.last_schedule_time for r in self._runs if r.last_schedule_time is not None]
         upcoming = [r.next_time for r in self._runs if r.next_time is not None]
-        return {
+        status: dict[str, Any] = {
             "lastScheduleTime": rfc3339(max(last)) if last else None,
             "nextScheduleTime": rfc3339(min(upcoming)) if upcoming and self._running else None,
             "skippedRuns": sum(r.skipped for r in self._runs),
             "missedRuns": sum(r.missed for r in self._runs),
         }
+        if self._last_run_now is not None:
+            status["lastRunNow"] = dict(self._last_run_now)
+        return status
 
     async def run_now(self, token: str, *, schedule: int | str = 0) -> Job:
         """Fire once now, outside the schedule (the `run-now` annotation). The idempotency key comes
@@ -445,6 +450,7 @@ class ScheduleTrigger(JobTrigger):
         now = self.scheduler.now()
         job = await self._emit(run, now, f"{run.key}:run-now:{token}", extra={"run_now": token})
         run.last_job_id = job.id
+        self._last_run_now = {"token": token, "jobId": job.id, "time": rfc3339(now)}
         self.events.changed()
         return job
 
