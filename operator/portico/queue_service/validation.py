@@ -31,10 +31,10 @@ DEFAULT_LIST_LIMIT = 100
 _queue_name = re.compile(QUEUE_NAME_PATTERN)
 _idempotency_key = re.compile(IDEMPOTENCY_KEY_PATTERN)
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
-METADATA_FILTER_PATTERN = r"^[A-Za-z0-9._/-]{1,253}=.{0,1024}$"
-"""`metadata=KEY=VALUE` on the job list: jobs whose metadata maps KEY to exactly VALUE."""
 """A position in creation order: any such value is a valid place to continue from."""
 _cursor = re.compile(CURSOR_PATTERN)
+METADATA_FILTER_PATTERN = r"^[A-Za-z0-9._/-]{1,253}=.{0,1024}$"
+"""`metadata=KEY=VALUE` on the job list: jobs whose metadata maps KEY to exactly VALUE."""
 _metadata_filter = re.compile(METADATA_FILTER_PATTERN, re.DOTALL)
 
 
@@ -288,7 +288,7 @@ def parse_list_query(query: dict[str, str]) -> ListQuery:
             )
     cursor = query.get("cursor")
     metadata = query.get("metadata")
-    if metadata is not None and not _metadata_filter.match(metadata):
+    if metadata is not None and not _metadata_filter.fullmatch(metadata):
         raise RequestError(
             "metadata", "metadata must be KEY=VALUE (KEY: letters, digits, '.', '_', '/', '-')"
         )
