@@ -26,7 +26,7 @@ def alert_expressions() -> list[tuple[str, str]]:
 
     helm = find_helm()
     if helm is None:
-        pytest.skip("helm not found: run `make helm`")
+        pytest.fail("helm not found: run `make helm`", pytrace=False)
     out = subprocess.run(
         [str(helm), "template", "portico", str(CHART_DIR), "--namespace", "portico-system",
          "--set", f"queueService.url={QUEUE_URL}", "--set", "metrics.prometheusRule.enabled=true",

@@ -52,8 +52,9 @@ def find_promtool() -> Path | None:
 def promtool() -> Path:
     binary = find_promtool()
     if binary is None:
-        pytest.skip(
-            "promtool not found: run `make promtool` (hack/install-promtool.sh) or set PORTICO_PROMTOOL"
+        pytest.fail(
+            "promtool not found: run `make promtool` (hack/install-promtool.sh) or set PORTICO_PROMTOOL",
+            pytrace=False,
         )
     return binary
 
@@ -89,7 +90,9 @@ class Helm:
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     binary = find_helm()
     if binary is None:
-        pytest.skip("helm not found: run `make helm` (hack/install-helm.sh) or set PORTICO_HELM")
+        pytest.fail(
+            "helm not found: run `make helm` (hack/install-helm.sh) or set PORTICO_HELM", pytrace=False
+        )
     return Helm(binary, tmp_path_factory.mktemp("helm-home"))
 
 
