@@ -107,6 +107,15 @@ class Node:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
 
     @property
+    def restrict_oom_score_adj(self) -> bool:
+        """Without CAP_SYS_RESOURCE (some sandboxes and VMs), runc cannot give Pods the negative OOM
+        scores kubelet asks for; containerd then keeps them no lower than its own."""
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+        cap_sys_resource = 24
+        return not caps & (1 << cap_sys_resource)
+
+    @property
     def netns(self) -> str:
         return f"portico-node-{os.getpid()}"
 
@@ -151,7 +160,7 @@ class Node:
                 address=self.address,
                 command_prefix=self.nsenter,
                 service_account_admission=True,
-                extra_apiserver_args=["--service-node-port-range=30000-30100"],
+                extra_apiserver_args=["--kubelet-preferred-address-types=InternalIP"],
             )
             self.control_plane.start()
             self._controllers()
@@ -329,6 +338,7 @@ state = "{d / "containerd-state"}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   enable_selinux = false
+  restrict_oom_score_adj = {str(self.restrict_oom_score_adj).lower()}
 {cri[:-1]}.containerd]
   snapshotter = "overlayfs"
   default_runtime_name = "runc"
