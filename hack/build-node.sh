@@ -8,7 +8,7 @@
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
-COREDNS_VERSION="${COREDNS_VERSION:-v1.13.2}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.12.3}"
 cache_root="${PORTICO_CONTROL_PLANE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/portico/control-plane}"
 dest="$cache_root/node-k8s-$K8S_VERSION-coredns-$COREDNS_VERSION"
 bin="$dest/bin"
@@ -97,7 +97,7 @@ mkdir -p "$work/coredns"
   cd "$work/coredns"
   "$GO" mod init portico.dev/control-plane/coredns >/dev/null 2>&1
   cp "$root/hack/node/coredns-main.go" main.go
-  "$GO" get "github.com/coredns/coredns@$COREDNS_VERSION" "k8s.io/client-go@v0${K8S_VERSION#v1}" "k8s.io/api@v0${K8S_VERSION#v1}" "k8s.io/apimachinery@v0${K8S_VERSION#v1}" >&2
+  "$GO" get "github.com/coredns/coredns@$COREDNS_VERSION" >&2
   "$GO" mod tidy >&2
   "${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w" -o "$bin/coredns.tmp" .
   mv "$bin/coredns.tmp" "$bin/coredns"

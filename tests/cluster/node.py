@@ -530,6 +530,7 @@ state = "{d / "containerd-state"}"
         if "containerd" not in self.processes:
             return
         ctr = ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io"]
+        pod_netns = self._pod_network_namespaces(ctr)
         tasks = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30)
         for task in tasks.stdout.split():
             subprocess.run(
@@ -550,6 +551,23 @@ state = "{d / "containerd-state"}"
         )
         for container in containers.stdout.split():
             subprocess.run([*ctr, "containers", "delete", container], capture_output=True, timeout=30)
+        for name in pod_netns:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+    @staticmethod
+    def _pod_network_namespaces(ctr: list[str]) -> set[str]:
+        """The named network namespaces containerd made for the Pods (it removes them only when a Pod's
+        sandbox is removed through the CRI, which a stopped kubelet no longer does)."""
+        names: set[str] = set()
+        listed = subprocess.run([*ctr, "containers", "ls", "-q"], capture_output=True, text=True, timeout=30)
+        for container in listed.stdout.split():
+            info = subprocess.run([*ctr, "containers", "info", container], capture_output=True, text=True)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                for ns in json.loads(info.stdout)["Spec"]["linux"]["namespaces"]:
+                    path = ns.get("path", "")
+                    if ns["type"] == "network" and "/netns/cni-" in path:
+                        names.add(Path(path).name)
+        return names
 
     def _unmount_all(self) -> None:
         prefix = str(self.data_dir) + "/"

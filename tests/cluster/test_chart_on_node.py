@@ -34,6 +34,8 @@ WEBHOOK_SERVICE = f"{RELEASE}-portico-triggers-operator-webhook"
 QUEUE = f"{RELEASE}-portico-triggers-queue"
 SCHEDULE_SECONDS = 2
 
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
 
 @dataclass
 class Release:
@@ -58,10 +60,20 @@ class Release:
     def jobs(self, **filters: str) -> list[dict[str, Any]]:
         """Every job in the queue-service Pod's database, through its Service."""
         query = "&".join(f"{k}={v}" for k, v in {**filters, "limit": "500"}.items())
-        status, page = self.node.http("GET", f"{self.service_url(QUEUE)}/v1/jobs?{query}")
+        status, page = self.node.http(
+            "GET",
+            f"{self.service_url(QUEUE)}/v1/jobs?{query}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         assert status == 200, page
         assert not page.get("next_cursor"), "more than one page of jobs"
         return list(page["jobs"])
+
+    @property
+    def token(self) -> str:
+        """The queue service's bearer token, from the Secret the chart created."""
+        secret = self.system.json("get", "secret", f"{QUEUE}-token")
+        return base64.b64decode(next(iter(secret["data"].values()))).decode()
 
     def operator_pods(self) -> list[dict[str, Any]]:
         pods = self.system.json("get", "pods", "-l", "app.kubernetes.io/component=operator")["items"]
@@ -115,7 +127,12 @@ def queue_volume(node: Node, kubectl: Kubectl) -> None:
 def release(node: Node, node_kubectl: Kubectl, node_helm: Helm, image: str) -> Iterator[Release]:
     queue_volume(node, node_kubectl)
     node_kubectl("create", "namespace", APPS_NS)
-    values = {**image_values(image), "queueService.enabled": True, "replicaCount": 2}
+    values = {
+        **image_values(image),
+        "queueService.enabled": True,
+        "queueService.token.create": True,
+        "replicaCount": 2,
+    }
     started = time.monotonic()
     rel = Release(node, node_kubectl, node_helm, values, 0.0)
     install = node_helm(
