@@ -243,6 +243,10 @@ class Node:
         self._sh(
             *inside, "sysctl", "-qw", "net.ipv4.ip_forward=1", what="enabling forwarding in the namespace"
         )
+        # The node's own connections to Service addresses need a route to reach kube-proxy's DNAT rules.
+        self._sh(
+            *inside, "ip", "route", "add", SERVICE_CIDR, "dev", node_if, what="routing Service addresses"
+        )
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.data_dir / f"{name}.log", "ab")
