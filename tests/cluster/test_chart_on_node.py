@@ -239,15 +239,19 @@ def test_signed_github_delivery_through_the_service_is_one_job(release: Release)
 def test_deleting_the_leader_pod_hands_over_without_losing_or_repeating_a_run(release: Release) -> None:
     leader = release.leader()
     before = len(release.jobs(queue="ticks"))
+    deleted_at = time.monotonic()
     release.system("delete", "pod", leader, "--wait=false")
     new_leader = wait_for(
         lambda: (holder := release.leader()) != leader and holder, timeout=90, message="another leader"
     )
+    print(f"\nleader {leader} deleted; {new_leader} leads after {time.monotonic() - deleted_at:.1f} s")
     assert new_leader in {p["metadata"]["name"] for p in release.operator_pods()}
     wait_for(
         lambda: len(release.jobs(queue="ticks")) >= before + 5, timeout=60, message="runs after take-over"
     )
-    assert_every_run_once(schedule_times(release))
+    times = schedule_times(release)
+    assert_every_run_once(times)
+    print(f"{len(times)} scheduled runs so far, each once, none missing")
     wait_for(
         lambda: len(pods := release.operator_pods()) == 2 and all(ready(p) for p in pods),
         timeout=120,
@@ -274,7 +278,9 @@ def test_helm_upgrade_rolls_the_pods_without_losing_a_run(release: Release) -> N
     wait_for(
         lambda: len(release.jobs(queue="ticks")) >= count + 3, timeout=60, message="runs after the upgrade"
     )
-    assert_every_run_once(schedule_times(release))
+    times = schedule_times(release)
+    assert_every_run_once(times)
+    print(f"after the upgrade: {len(times)} scheduled runs, each once, none missing")
 
 
 def test_helm_uninstall_keeps_the_crd_and_the_jobtriggers(release: Release) -> None:
