@@ -32,6 +32,8 @@ def image() -> str:
 
 @pytest.fixture(scope="session")
 def node(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    if find_helm() is None:
+        pytest.fail("helm not found: run `make helm` (hack/install-helm.sh) or set PORTICO_HELM")
     started = time.monotonic()
     try:
         node = Node(find_binaries(REPO_ROOT), build_node_binaries(), tmp_path_factory.mktemp("node"))
@@ -53,8 +55,7 @@ def node_kubectl(node: Node) -> Kubectl:
 @pytest.fixture(scope="session")
 def node_helm(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Helm:
     binary = find_helm()
-    if binary is None:
-        pytest.fail("helm not found: run `make helm` (hack/install-helm.sh) or set PORTICO_HELM")
+    assert binary is not None, "checked by the node fixture"
     return Helm(binary, tmp_path_factory.mktemp("helm-home"), node.kubeconfig)
 
 
