@@ -12,8 +12,8 @@ PYTEST_ARGS ?=
 
 .PHONY: test
 test: dev control-plane services helm ## Set everything up on a fresh machine and run the whole test suite
-	@# The image is built before the tests so that its first build is not timed as a test; should it
-	@# fail, the image tests fail with the reason.
+	@# The image and the node components are built before the tests so that their first build is not
+	@# timed as a test; should one fail, the image or cluster tests fail with the reason.
 	@bash hack/build-image.sh >/dev/null || echo "make test: the image build failed; the image tests will say why" >&2
 	@bash hack/build-node.sh >/dev/null || echo "make test: the node build failed; the cluster tests will say why" >&2
 	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m pytest $(PYTEST_ARGS)
