@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,14 +94,32 @@ def ensure_debian_packages() -> None:
             raise NodeError(f"apt-get install {' '.join(missing)} failed: {done.stderr.strip()[-300:]}")
 
 
+def free_index() -> int:
+    """The first veth index (`pn<index>h`) with no link on the host."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    used = {int(m) for m in re.findall(r"\bpn(\d+)h[@:]", links)}
+    return next(i for i in range(20, 250) if i not in used)
+
+
+def remove_stale_namespaces() -> None:
+    """Node namespaces of runs that were killed before they could clean up (their process is gone).
+    Deleting a namespace also removes its veth pair."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    for name in names:
+        m = re.fullmatch(r"portico-node-(\d+)", name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
 @dataclass
 class Node:
-    """The node in `data_dir`. `index` picks the addresses (10.201.<index>.0/30), so runs can coexist."""
+    """The node in `data_dir`. `index` picks the addresses (10.201.<index>.0/30) and the veth names;
+    by default the first one no other node on the machine uses, so runs can coexist."""
 
     control_plane_bin: Path
     node_bin: Path
     data_dir: Path
-    index: int = field(default_factory=lambda: os.getpid() % 200 + 20)
+    index: int = field(default_factory=lambda: free_index())
     ready_timeout: float = 180.0
 
     control_plane: ControlPlane | None = field(default=None, init=False)
@@ -223,8 +242,7 @@ class Node:
 
     def _network(self) -> None:
         ns, host_if, node_if = self.netns, f"pn{self.index}h", f"pn{self.index}n"
-        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
-        subprocess.run(["ip", "link", "delete", host_if], capture_output=True)
+        remove_stale_namespaces()
         self._sh("ip", "netns", "add", ns, what="creating the node's network namespace")
         self._sh(
             "ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if, what="creating a veth pair"
