@@ -28,14 +28,18 @@ from typing import Any
 
 from portico.testing.control_plane import ControlPlane
 from portico.testing.processes import die_with_parent
+from tests.cluster.node_config import (
+    NODE_NAME,
+    PAUSE_IMAGE,
+    SERVICE_CIDR,
+    cni_config,
+    containerd_config,
+    corefile,
+    kube_proxy_config,
+    kubelet_config,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NODE_NAME = "portico-node"
-POD_CIDR = "10.202.0.0/24"
-POD_GATEWAY = "10.202.0.1"
-SERVICE_CIDR = "10.0.0.0/24"
-CLUSTER_DOMAIN = "cluster.local"
-PAUSE_IMAGE = "portico.local/pause:1"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 HTTP_CLIENT = """
 import json, sys, urllib.error, urllib.request
@@ -324,54 +328,9 @@ class Node:
         d = self.data_dir
         cni_bin = next(x for x in CNI_BIN_DIRS if Path(x, "bridge").exists())
         (d / "cni").mkdir(exist_ok=True)
-        (d / "cni" / "10-portico.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "0.4.0",
-                    "name": "portico",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": "portico0",
-                            "isGateway": True,
-                            "ipMasq": False,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_CIDR, "gateway": POD_GATEWAY}]],
-                                "routes": [{"dst": "0.0.0.0/0"}],
-                                "dataDir": str(d / "cni-ipam"),
-                            },
-                        },
-                        {"type": "portmap", "capabilities": {"portMappings": True}},
-                    ],
-                }
-            )
-        )
-        cri = '[plugins."io.containerd.grpc.v1.cri"]'
+        (d / "cni" / "10-portico.conflist").write_text(json.dumps(cni_config(d)))
         (d / "containerd.toml").write_text(
-            f"""version = 2
-root = "{d / "containerd-root"}"
-state = "{d / "containerd-state"}"
-[grpc]
-  address = "{self.containerd_socket}"
-[ttrpc]
-  address = "{self.containerd_socket}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  enable_selinux = false
-  restrict_oom_score_adj = {str(self.restrict_oom_score_adj).lower()}
-{cri[:-1]}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-{cri[:-1]}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-{cri[:-1]}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-{cri[:-1]}.cni]
-  bin_dir = "{cni_bin}"
-  conf_dir = "{d / "cni"}"
-"""
+            containerd_config(d, self.containerd_socket, cni_bin, self.restrict_oom_score_adj)
         )
         self._spawn("containerd", ["containerd", "--config", str(d / "containerd.toml")])
         self._wait(
@@ -432,30 +391,7 @@ state = "{d / "containerd-state"}"
         assert self.control_plane is not None
         d = self.data_dir
         (d / "resolv.conf").write_text("")
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": self.address,
-            "port": 10250,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": 10248,
-            "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
-            "authorization": {"mode": "AlwaysAllow"},
-            "cgroupDriver": "cgroupfs",
-            "failSwapOn": False,
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "clusterDNS": [self.address],
-            "clusterDomain": CLUSTER_DOMAIN,
-            "resolvConf": str(d / "resolv.conf"),
-            "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "serializeImagePulls": False,
-            "failCgroupV1": False,
-            "nodeStatusReportFrequency": "10s",
-            "syncFrequency": "10s",
-        }
+        config = kubelet_config(self.address, self.containerd_socket, d / "resolv.conf")
         (d / "kubelet.yaml").write_text(json.dumps(config))
         self._spawn(
             "kubelet",
@@ -473,23 +409,7 @@ state = "{d / "containerd-state"}"
 
     def _kube_proxy(self) -> None:
         d = self.data_dir
-        config = {
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-            "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(self.kubeconfig)},
-            "mode": "iptables",
-            "clusterCIDR": POD_CIDR,
-            "hostnameOverride": NODE_NAME,
-            "healthzBindAddress": "127.0.0.1:10256",
-            "metricsBindAddress": "127.0.0.1:10249",
-            "conntrack": {
-                "maxPerCore": 0,
-                "min": 0,
-                "tcpEstablishedTimeout": "0s",
-                "tcpCloseWaitTimeout": "0s",
-            },
-            "iptables": {"masqueradeAll": True},
-        }
+        config = kube_proxy_config(self.kubeconfig)
         (d / "kube-proxy.yaml").write_text(json.dumps(config))
         self._spawn(
             "kube-proxy", [str(self.node_bin / "kube-proxy"), f"--config={d / 'kube-proxy.yaml'}", "--v=1"]
@@ -497,21 +417,7 @@ state = "{d / "containerd-state"}"
 
     def _coredns(self) -> None:
         d = self.data_dir
-        (d / "Corefile").write_text(
-            f""".:53 {{
-    bind {self.address}
-    errors
-    health 127.0.0.1:8080
-    ready 127.0.0.1:8181
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {self.kubeconfig} portico
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-    }}
-    cache 5
-}}
-"""
-        )
+        (d / "Corefile").write_text(corefile(self.address, self.kubeconfig))
         self._spawn("coredns", [str(self.node_bin / "coredns"), "-conf", str(d / "Corefile")])
 
     def _wait_node_ready(self) -> None:
