@@ -12,9 +12,10 @@ PYTEST_ARGS ?=
 
 .PHONY: test
 test: dev control-plane services helm promtool ## Set everything up on a fresh machine and run the whole test suite
-	@# The image is built before the tests so that its first build is not timed as a test; should it
-	@# fail, the image tests fail with the reason.
+	@# The image and the node components are built before the tests so that their first build is not
+	@# timed as a test; should one fail, the image or cluster tests fail with the reason.
 	@bash hack/build-image.sh >/dev/null || echo "make test: the image build failed; the image tests will say why" >&2
+	@bash hack/build-node.sh >/dev/null || echo "make test: the node build failed; the cluster tests will say why" >&2
 	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -35,6 +36,10 @@ $(VENV)/.installed: pyproject.toml
 .PHONY: control-plane
 control-plane: ## Build (once) and cache etcd, kube-apiserver and kubectl from their Go modules
 	@bash hack/build-control-plane.sh
+
+.PHONY: node
+node: ## Build (once) and cache kubelet, kube-proxy, controller-manager, scheduler and CoreDNS from their Go modules
+	@bash hack/build-node.sh >/dev/null
 
 .PHONY: services
 services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the integration tests
@@ -75,9 +80,10 @@ bench: dev control-plane services ## Run every benchmark in bench/ (one JSON lin
 	  PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) $$b || exit 1; \
 	done
 
-.PHONY: e2e-kind
-e2e-kind: ## kind cluster (needs kind and a reachable kind node image), image build/load, helm install, smoke test
-	@bash hack/e2e-kind.sh
+.PHONY: e2e-node
+e2e-node: dev control-plane node helm ## The chart on a one-node cluster that runs its Pods (tests/cluster; needs root)
+	@bash hack/build-image.sh >/dev/null
+	PORTICO_CONTROL_PLANE_BIN="$(CONTROL_PLANE_BIN)" $(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and local state (the binary cache stays)

@@ -44,6 +44,12 @@ class ControlPlane:
     api_port: int = 0
     ready_timeout: float = 120.0
     extra_apiserver_args: list[str] = field(default_factory=list)
+    address: str = "127.0.0.1"
+    """Where the API server listens and what it advertises (the `kubernetes` Service's endpoint)."""
+    command_prefix: list[str] = field(default_factory=list)
+    """Runs etcd and the API server under this (e.g. `nsenter --net=...` for a node's network namespace)."""
+    service_account_admission: bool = False
+    """Off without a controller-manager: nothing would publish the CA a ServiceAccount volume mounts."""
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
     _own_data_dir: bool = field(default=False, init=False)
@@ -113,7 +119,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def ca_file(self) -> Path:
@@ -215,7 +221,7 @@ class ControlPlane:
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         proc = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
+            [*self.command_prefix, str(self.bin_dir / name), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -268,8 +274,8 @@ class ControlPlane:
             "kube-apiserver",
             [
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
                 f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
@@ -281,7 +287,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--api-audiences=https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--disable-admission-plugins=ServiceAccount",
+                *([] if self.service_account_admission else ["--disable-admission-plugins=ServiceAccount"]),
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -372,6 +378,11 @@ class ControlPlane:
                         x509.DNSName("kubernetes"),
                         x509.DNSName("kubernetes.default.svc"),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        *(
+                            [x509.IPAddress(ipaddress.ip_address(self.address))]
+                            if self.address != "127.0.0.1"
+                            else []
+                        ),
                         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
                     ]
                 ),
