@@ -1,9 +1,18 @@
 """Targets end to end: a JobTrigger applied to the real API server, the real operator process, and the
 job arriving in the target's real system."""
 
+import hashlib
+import hmac
 import json
+import threading
+import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+from cloudevents.core.bindings.http import HTTPMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 
 from tests.conftest import Kubectl, QueueServiceProcess
 from tests.e2e.conftest import OperatorFactory, list_jobs, status_of, trigger_manifest, wait_for
@@ -73,3 +82,91 @@ def test_a_trigger_without_target_uses_the_operators_queue_service(
     body = json.dumps({"job_type": "e2e.plain", "payload": {}}).encode()
     assert post(op.webhook_url + status["webhookPath"], body, {"Content-Type": "application/json"})[0] == 202
     assert len(list_jobs(queue_service_process.url, job_type="e2e.plain")) == 1
+
+
+class Sink:
+    """A CloudEvents sink on 127.0.0.1 in a thread: reads each request with the CloudEvents SDK's HTTP
+    binding, checks the HMAC signature, and answers `status` (503 to play unavailable)."""
+
+    def __init__(self, hmac_key: bytes) -> None:
+        self.status = 503
+        self.events: list[Any] = []
+        self.invalid: list[str] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {k: v for k, v in self.headers.items()}
+                try:
+                    event = from_binary(HTTPMessage(headers=headers, body=body), JSONFormat())
+                    message = f"{headers['ce-id']}.{headers['ce-time']}.".encode() + body
+                    expected = "sha256=" + hmac.new(hmac_key, message, hashlib.sha256).hexdigest()
+                    assert headers.get("Portico-Signature") == expected, "bad signature"
+                except Exception as exc:
+                    sink.invalid.append(f"{type(exc).__name__}: {exc}")
+                    self.send_response(400)
+                else:
+                    if sink.status < 300:
+                        sink.events.append(event)
+                    self.send_response(sink.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cloud_events_target_webhook_answers_202_only_once_the_sink_accepted(
+    kubectl: Kubectl, start_operator: OperatorFactory, queue_service_process: QueueServiceProcess
+) -> None:
+    sink = Sink(b"sink-signing-key")
+    try:
+        op = start_operator()
+        secret(kubectl, "sink", "hmac", "sink-signing-key")
+        target = {
+            "cloudEvents": {
+                "url": sink.url,
+                "hmacSecretRef": {"name": "sink", "key": "hmac"},
+                "timeoutSeconds": 2,
+            }
+        }
+        hook = {"webhook": {"auth": {"type": "none"}}}
+        kubectl.apply(trigger_manifest("releases", hook, job={"type": "release.published"}, target=target))
+        status = wait_for(lambda: running(kubectl, "releases"), message="running")
+        assert status["target"] == "cloudEvents"
+        url = op.webhook_url + status["webhookPath"]
+        body = json.dumps({"job_type": "release.published", "payload": {"tag": "v1"}}).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": "d-1"}
+
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        try:
+            urllib.request.urlopen(request, timeout=60)
+            raise AssertionError("accepted while the sink is down")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and exc.headers["Retry-After"], "the sender is told to retry"
+        assert sink.events == []
+
+        sink.status = 202
+        assert post(url, body, headers)[0] == 202, "the sender's retry is accepted"
+        assert post(url, body, headers)[0] == 202, "a redelivery is answered as accepted"
+        assert sink.invalid == []
+        source = f"/apis/triggers.portico.dev/v1alpha1/namespaces/{kubectl.namespace}/jobtriggers/releases"
+        [event] = sink.events
+        assert (event.get_source(), event.get_type()) == (source, "release.published")
+        assert "d-1" in event.get_id()
+        assert event.get_data() == {"tag": "v1"}
+        assert list_jobs(queue_service_process.url) == [], "nothing went to the queue service"
+        wait_for(lambda: status_of(kubectl, "releases").get("jobsCreated") == 1, message="counted once")
+        assert "sink-signing-key" not in json.dumps(status_of(kubectl, "releases")) + op.log()
+    finally:
+        sink.close()

@@ -24,6 +24,7 @@ from portico.operator.resource import (
     ParsedSpec,
     Phase,
     SpecError,
+    object_path,
     parse_spec,
 )
 from portico.operator.status import FinalizerWriter, StatusWriter
@@ -346,6 +347,7 @@ class TriggerRegistry:
                     ref=resource.ref,
                     shared=self.job_creator,
                     secrets=self.secrets.resolver(resource.ref.namespace),
+                    object_path=object_path(resource.ref),
                 ),
             )
             context = TriggerContext(

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from portico.domain.model import SpecModel
-from portico.domain.trigger import JobTemplate
+from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.operator.targets import DEFAULT_TARGET, TARGET_CLASSES, exactly_one_target_rule, target_model
 from portico.ports.trigger_source import TriggerSource
 
@@ -20,6 +20,12 @@ KIND = "JobTrigger"
 PLURAL = "jobtriggers"
 RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
 FINALIZER = f"{GROUP}/finalizer"
+
+
+def object_path(ref: TriggerRef) -> str:
+    """The resource's path on the API server, as CloudEvents' `source` names it."""
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}"
+
 
 Phase = Literal["Pending", "Running", "Suspended", "Failed"]
 

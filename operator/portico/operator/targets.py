@@ -7,16 +7,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
+from portico.adapters.job_creator.cloud_events import CloudEventsTarget
 from portico.adapters.job_creator.queue_service import QueueServiceTarget
 from portico.domain.model import SpecModel
 from portico.ports.job_target import JobTarget
 
-TARGET_CLASSES: tuple[type[JobTarget[Any]], ...] = (QueueServiceTarget,)
+TARGET_CLASSES: tuple[type[JobTarget[Any]], ...] = (QueueServiceTarget, CloudEventsTarget)
 DEFAULT_TARGET = QueueServiceTarget.name
 
 
 def create_targets(default_queue_url: str | None = None) -> dict[str, JobTarget[Any]]:
-    return {QueueServiceTarget.name: QueueServiceTarget(default_queue_url)}
+    return {
+        QueueServiceTarget.name: QueueServiceTarget(default_queue_url),
+        CloudEventsTarget.name: CloudEventsTarget(),
+    }
 
 
 def exactly_one_target_rule(names: Sequence[str]) -> dict[str, JsonValue]:

@@ -26,6 +26,9 @@ class TargetContext:
     shared: JobCreator
     """The operator's own job creator (the queue service named by `--queue-url`)."""
     secrets: SecretResolver = field(default_factory=StaticSecrets)
+    object_path: str = ""
+    """The resource's API path (`/apis/<group>/<version>/namespaces/<ns>/jobtriggers/<name>`), for
+    targets that name where a job came from; empty for library use."""
 
 
 SpecT = TypeVar("SpecT", bound=SpecModel)
