@@ -54,7 +54,7 @@ async def operate(
         finalizers=writer,
         stop_timeout=settings.stop_timeout,
         leading=not settings.leader_election,
-        targets=create_targets(settings.queue_url),
+        targets=create_targets(settings.queue_url, api),
     )
     elector = None
     if settings.leader_election:

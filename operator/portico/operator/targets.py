@@ -8,17 +8,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from portico.adapters.job_creator.cloud_events import CloudEventsTarget
+from portico.adapters.job_creator.kubernetes_job import KubernetesJobTarget
 from portico.adapters.job_creator.queue_service import QueueServiceTarget
 from portico.domain.model import SpecModel
 from portico.ports.job_target import JobTarget
 
-TARGET_CLASSES: tuple[type[JobTarget[Any]], ...] = (QueueServiceTarget, CloudEventsTarget)
+TARGET_CLASSES: tuple[type[JobTarget[Any]], ...] = (
+    QueueServiceTarget,
+    KubernetesJobTarget,
+    CloudEventsTarget,
+)
 DEFAULT_TARGET = QueueServiceTarget.name
 
 
-def create_targets(default_queue_url: str | None = None) -> dict[str, JobTarget[Any]]:
+def create_targets(default_queue_url: str | None = None, api: Any = None) -> dict[str, JobTarget[Any]]:
+    """`api`: the operator's Kubernetes `ApiClient`, for the kubernetesJob target."""
     return {
         QueueServiceTarget.name: QueueServiceTarget(default_queue_url),
+        KubernetesJobTarget.name: KubernetesJobTarget(api),
         CloudEventsTarget.name: CloudEventsTarget(),
     }
 
