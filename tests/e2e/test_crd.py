@@ -92,6 +92,24 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Kubectl) -> None:
             },
             "spec.target.queueService.url",
         ),
+        (
+            {
+                "job": {"type": "x"},
+                "schedule": {"cron": "0 9 * * *"},
+                "target": {"queueService": {}, "cloudEvents": {"url": "http://sink"}},
+            },
+            "exactly one target block must be set",
+        ),
+        (
+            {
+                "job": {"type": "x"},
+                "schedule": {"cron": "0 9 * * *"},
+                "target": {
+                    "kubernetesJob": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}
+                },
+            },
+            "spec.target.kubernetesJob.jobTemplate.spec.template.spec.containers",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(
@@ -138,3 +156,5 @@ def test_kubectl_explain_describes_fields(kubectl: Kubectl) -> None:
     assert "Higher runs first" in job
     target = kubectl("explain", "jobtrigger.spec.target.queueService").stdout
     assert "tokenSecretRef" in target and "default target" in target
+    job = kubectl("explain", "jobtrigger.spec.target.kubernetesJob.successfulJobsHistoryLimit").stdout
+    assert "succeeded Jobs" in job

@@ -53,6 +53,17 @@ def test_valid_manifest_passes(tmp_path: Path) -> None:
             ("schedule: {", "target: {queueService: {url: 'ftp://q'}}\n  schedule: {"),
             "spec.target.queueService.url:",
         ),
+        (
+            ("schedule: {", "target: {queueService: {}, cloudEvents: {url: 'http://s'}}\n  schedule: {"),
+            "spec.target: exactly one target block",
+        ),
+        (
+            (
+                "schedule: {",
+                "target: {kubernetesJob: {jobTemplate: {spec: {template: {spec: {containers: []}}}}}}\n  schedule: {",
+            ),
+            "spec.target.kubernetesJob.jobTemplate.spec.template.spec.containers:",
+        ),
     ],
 )
 def test_invalid_manifest_names_file_object_and_field(
