@@ -170,3 +170,40 @@ def test_cloud_events_target_webhook_answers_202_only_once_the_sink_accepted(
         assert "sink-signing-key" not in json.dumps(status_of(kubectl, "releases")) + op.log()
     finally:
         sink.close()
+
+
+def test_kubernetes_job_target_one_job_per_delivery_through_redelivery_and_restart(
+    kubectl: Kubectl, start_operator: OperatorFactory, queue_service_process: QueueServiceProcess
+) -> None:
+    op = start_operator()
+    template = {
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "deploy", "image": "registry.example/deploy:1"}]}}
+        }
+    }
+    target = {"kubernetesJob": {"jobTemplate": template, "ttlSecondsAfterFinished": 3600}}
+    hook = {"webhook": {"auth": {"type": "none"}}}
+    kubectl.apply(trigger_manifest("releases", hook, job={"type": "release.deploy"}, target=target))
+    status = wait_for(lambda: running(kubectl, "releases"), message="running")
+    assert status["target"] == "kubernetesJob"
+    url = op.webhook_url + status["webhookPath"]
+    body = json.dumps({"job_type": "release.deploy", "payload": {"tag": "v2"}}).encode()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "delivery-1"}
+    code, answer = post(url, body, headers)
+    assert code == 202
+    assert post(url, body, headers) == (202, answer), "a redelivery gets the same Job"
+
+    op.process.stop()
+    op = start_operator()
+    status = wait_for(lambda: running(kubectl, "releases"), message="running after the restart")
+    assert post(op.webhook_url + status["webhookPath"], body, headers) == (202, answer)
+
+    jobs = kubectl.json("get", "jobs.batch")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == [answer["job_id"]], "one Job, never a second"
+    [job] = jobs
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["PORTICO_JOB_PAYLOAD"]) == {"tag": "v2"}
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "JobTrigger"
+    assert list_jobs(queue_service_process.url) == []
+    wait_for(lambda: status_of(kubectl, "releases").get("jobsCreated") == 1, message="counted once")
