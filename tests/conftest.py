@@ -297,6 +297,15 @@ def rabbitmq() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def redis() -> Iterator[Any]:
+    """One Redis server for the session (Debian's redis-server); tests use their own queue names."""
+    from portico.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
     """One PostgreSQL server for the session; each test uses its own tables."""
     from portico.testing.services import PostgresServer

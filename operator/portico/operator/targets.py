@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
+from portico.adapters.job_creator.celery_task import CeleryTarget
 from portico.adapters.job_creator.cloud_events import CloudEventsTarget
 from portico.adapters.job_creator.kubernetes_job import KubernetesJobTarget
 from portico.adapters.job_creator.queue_service import QueueServiceTarget
@@ -16,6 +17,7 @@ from portico.ports.job_target import JobTarget
 TARGET_CLASSES: tuple[type[JobTarget[Any]], ...] = (
     QueueServiceTarget,
     KubernetesJobTarget,
+    CeleryTarget,
     CloudEventsTarget,
 )
 DEFAULT_TARGET = QueueServiceTarget.name
@@ -26,6 +28,7 @@ def create_targets(default_queue_url: str | None = None, api: Any = None) -> dic
     return {
         QueueServiceTarget.name: QueueServiceTarget(default_queue_url),
         KubernetesJobTarget.name: KubernetesJobTarget(api),
+        CeleryTarget.name: CeleryTarget(),
         CloudEventsTarget.name: CloudEventsTarget(),
     }
 
