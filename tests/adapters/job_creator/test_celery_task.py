@@ -32,6 +32,8 @@ from celery import Celery
 app = Celery("portico_test", broker=os.environ["BROKER_URL"])
 app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
 
+pytestmark = pytest.mark.services
+
 
 @app.task(name="reports.build", bind=True)
 def build(self, **kwargs):
