@@ -60,7 +60,8 @@ def test_valid_manifest_passes(tmp_path: Path) -> None:
         (
             (
                 "schedule: {",
-                "target: {kubernetesJob: {jobTemplate: {spec: {template: {spec: {containers: []}}}}}}\n  schedule: {",
+                "target: {kubernetesJob: {jobTemplate: {spec: {template: {spec: {containers: []}}}}}}"
+                "\n  schedule: {",
             ),
             "spec.target.kubernetesJob.jobTemplate.spec.template.spec.containers:",
         ),
