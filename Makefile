@@ -37,7 +37,7 @@ control-plane: ## Build (once) and cache etcd, kube-apiserver and kubectl from t
 	@bash hack/build-control-plane.sh
 
 .PHONY: services
-services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the integration tests
+services: ## Install and check RabbitMQ, PostgreSQL and Redis (Debian packages) for the integration tests
 	@bash hack/install-services.sh
 
 .PHONY: helm
