@@ -25,14 +25,14 @@ from portico.ports.job_creator import JobCreationError
 from portico.ports.job_target import TargetContext
 from portico.ports.trigger_source import StaticSecrets
 
+pytestmark = pytest.mark.services
+
 WORKER_APP = """
 import json, os
 from celery import Celery
 
 app = Celery("portico_test", broker=os.environ["BROKER_URL"])
 app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
-
-pytestmark = pytest.mark.services
 
 
 @app.task(name="reports.build", bind=True)
