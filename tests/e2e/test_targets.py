@@ -207,3 +207,32 @@ def test_kubernetes_job_target_one_job_per_delivery_through_redelivery_and_resta
     assert job["metadata"]["ownerReferences"][0]["kind"] == "JobTrigger"
     assert list_jobs(queue_service_process.url) == []
     wait_for(lambda: status_of(kubectl, "releases").get("jobsCreated") == 1, message="counted once")
+
+
+def test_celery_target_a_schedule_sends_tasks_a_celery_worker_runs(
+    kubectl: Kubectl, start_operator: OperatorFactory, redis: Any, tmp_path: Path
+) -> None:
+    from tests.adapters.job_creator.test_celery_task import Worker
+
+    queue = f"celery-{kubectl.namespace}"
+    worker = Worker(tmp_path, redis.url(), queue)
+    try:
+        start_operator()
+        secret(kubectl, "celery-broker", "url", redis.url())
+        target = {
+            "celery": {
+                "brokerUrlSecretRef": {"name": "celery-broker", "key": "url"},
+                "queue": queue,
+                "taskNames": {"report.daily": "reports.build"},
+            }
+        }
+        job = {"type": "report.daily", "payload": {"report": "sales"}}
+        kubectl.apply(trigger_manifest("sales", {"schedule": {"cron": "@every 2s"}}, job=job, target=target))
+        status = wait_for(lambda: running(kubectl, "sales"), message="running")
+        assert status["target"] == "celery"
+        runs = worker.wait_runs(2)
+        assert all(r["task"] == "reports.build" and r["kwargs"] == {"report": "sales"} for r in runs)
+        assert len({r["id"] for r in runs}) == len(runs), "one task per scheduled time"
+        assert redis.password not in json.dumps(status_of(kubectl, "sales"))
+    finally:
+        worker.stop()
