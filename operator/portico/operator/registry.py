@@ -350,6 +350,7 @@ class TriggerRegistry:
                     object_path=object_path(resource.ref),
                 ),
             )
+            await target.check(target_spec, creator)
             context = TriggerContext(
                 ref=resource.ref,
                 template=parsed.job,

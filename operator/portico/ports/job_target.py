@@ -44,6 +44,11 @@ class JobTarget(ABC, Generic[SpecT]):
         """The Secrets this spec reads, so the operator watches them and rebuilds on change."""
         return ()
 
+    async def check(self, spec: SpecT, creator: JobCreator) -> None:
+        """Called once before the trigger starts: raise `TriggerStartError` when the target will refuse
+        every job as configured (a template the system rejects, missing permissions), so the trigger
+        fails at once with the reason instead of at its first event."""
+
     @abstractmethod
     def build(self, spec: SpecT, context: TargetContext) -> JobCreator:
         """The job creator for one trigger. It may be `context.shared`; any other creator belongs to

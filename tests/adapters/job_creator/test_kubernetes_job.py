@@ -19,6 +19,7 @@ from portico.adapters.job_creator.kubernetes_job import (
 )
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import JobCreationError, JobStatus
+from portico.ports.job_trigger import TriggerStartError
 
 TEMPLATE = {
     "metadata": {"labels": {"team": "release"}},
@@ -186,3 +187,18 @@ async def test_finished_jobs_beyond_the_history_limits_are_deleted_oldest_first(
     listed = await client.BatchV1Api(kube_api).list_namespaced_job(namespace)
     remaining = {j.metadata.name for j in listed.items if not j.metadata.deletion_timestamp}
     assert remaining == {created[2], created[3], created[5], created[6]}, "the running Job is never pruned"
+
+
+async def test_the_check_at_start_dry_runs_the_template(kube_api: Any, namespace: str) -> None:
+    await creator(kube_api, namespace).check()
+    assert (await client.BatchV1Api(kube_api).list_namespaced_job(namespace)).items == [], "a dry run"
+    bad = {"spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}
+    jobs = KubernetesJobCreator(
+        kube_api,
+        KubernetesJobTargetSpec.model_validate({"jobTemplate": bad}),
+        trigger=TriggerRef("t", namespace),
+    )
+    with pytest.raises(TriggerStartError) as caught:
+        await jobs.check()
+    assert caught.value.reason == "InvalidJobTemplate" and not caught.value.retryable
+    assert "image" in str(caught.value)

@@ -269,6 +269,30 @@ class KubernetesJobCreator(JobCreator):
             created_at=found.metadata.creation_timestamp or datetime.now(UTC),
         )
 
+    async def check(self) -> None:
+        """A server-side dry run of a Job from the template: the API server validates the whole Job and
+        Pod spec and the operator's permission to create it, and nothing is stored."""
+        body = self.manifest(job_name(self.trigger.name, "check"), "check", {}, "default", 0, {}, "check")
+        what = f"checking the Job template in namespace {self.namespace!r}"
+        try:
+            await self._call(what, self._dry_run, body)
+        except ApiException as exc:
+            error = self._rejected(what, exc)
+            if exc.status == 403:
+                raise TriggerStartError(
+                    f"{error} (the operator needs create, get, list and delete on batch/v1 Jobs here; "
+                    "the chart grants them with rbac.kubernetesJobs=true)",
+                    reason="Forbidden",
+                ) from None
+            raise TriggerStartError(str(error), reason="InvalidJobTemplate", retryable=False) from None
+        except JobCreationError as exc:
+            raise TriggerStartError(str(exc), reason="TargetUnavailable") from None
+
+    async def _dry_run(self, body: Any, *, _request_timeout: float) -> Any:
+        return await self.batch.create_namespaced_job(
+            self.namespace, body, dry_run="All", _request_timeout=_request_timeout
+        )
+
     def _rejected(self, what: str, exc: ApiException) -> JobCreationError:
         reason = exc.reason or "refused"
         try:
@@ -378,3 +402,7 @@ class KubernetesJobTarget(JobTarget[KubernetesJobTargetSpec]):
                 retryable=False,
             )
         return KubernetesJobCreator(self.api, spec, trigger=context.ref)
+
+    async def check(self, spec: KubernetesJobTargetSpec, creator: JobCreator) -> None:
+        if isinstance(creator, KubernetesJobCreator):
+            await creator.check()
