@@ -42,7 +42,7 @@ node: ## Build (once) and cache kubelet, kube-proxy, controller-manager, schedul
 	@bash hack/build-node.sh >/dev/null
 
 .PHONY: services
-services: ## Install and check RabbitMQ and PostgreSQL (Debian packages) for the integration tests
+services: ## Install and check RabbitMQ, PostgreSQL and Redis (Debian packages) for the integration tests
 	@bash hack/install-services.sh
 
 .PHONY: helm

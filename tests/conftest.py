@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -69,7 +70,17 @@ def control_plane(
         admin = Kubectl(control_plane_bin / "kubectl", cp.kubeconfig)
         if any(CRDS_DIR.glob("*.yaml")):
             admin("apply", "--server-side", "-f", str(CRDS_DIR))
-            admin("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            # `kubectl wait` fails at once (instead of waiting) while a new CRD has no conditions yet.
+            deadline = time.monotonic() + 60
+            while admin(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd",
+                "--all",
+                check=time.monotonic() > deadline,
+            ).returncode:
+                time.sleep(0.2)
         yield cp
     finally:
         cp.stop()
@@ -297,6 +308,15 @@ def rabbitmq() -> Iterator[Any]:
     from portico.testing.services import RabbitMQServer
 
     with RabbitMQServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[Any]:
+    """One Redis server for the session (Debian's redis-server); tests use their own queue names."""
+    from portico.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
         yield server
 
 

@@ -13,6 +13,7 @@ FULL_STATUS: dict[str, Any] = {
     "phase": "Running",
     "isRunning": True,
     "source": "schedule",
+    "target": "queueService",
     "observedGeneration": 1,
     "jobsCreated": 120,
     "errors": 1,
@@ -80,6 +81,36 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Kubectl) -> None:
         ({"job": {"type": "x", "priority": 5000}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.priority"),
         ({"job": {"type": ""}, "schedule": {"cron": "0 9 * * *"}}, "spec.job.type"),
         ({"schedule": {"cron": "0 9 * * *"}}, "spec.job: Required value"),
+        (
+            {"job": {"type": "x"}, "schedule": {"cron": "0 9 * * *"}, "target": {}},
+            "exactly one target block must be set",
+        ),
+        (
+            {
+                "job": {"type": "x"},
+                "schedule": {"cron": "0 9 * * *"},
+                "target": {"queueService": {"url": "ftp://q"}},
+            },
+            "spec.target.queueService.url",
+        ),
+        (
+            {
+                "job": {"type": "x"},
+                "schedule": {"cron": "0 9 * * *"},
+                "target": {"queueService": {}, "cloudEvents": {"url": "http://sink"}},
+            },
+            "exactly one target block must be set",
+        ),
+        (
+            {
+                "job": {"type": "x"},
+                "schedule": {"cron": "0 9 * * *"},
+                "target": {
+                    "kubernetesJob": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}
+                },
+            },
+            "spec.target.kubernetesJob.jobTemplate.spec.template.spec.containers",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(
@@ -124,3 +155,7 @@ def test_kubectl_explain_describes_fields(kubectl: Kubectl) -> None:
     assert "DESCRIPTION" in out or "FIELDS" in out
     job = kubectl("explain", "jobtrigger.spec.job.priority").stdout
     assert "Higher runs first" in job
+    target = kubectl("explain", "jobtrigger.spec.target.queueService").stdout
+    assert "tokenSecretRef" in target and "default target" in target
+    job = kubectl("explain", "jobtrigger.spec.target.kubernetesJob.successfulJobsHistoryLimit").stdout
+    assert "succeeded Jobs" in job

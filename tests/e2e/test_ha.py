@@ -158,7 +158,10 @@ def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> 
     ns = kubectl.namespace
     assert (
         samples[
-            ("portico_jobs_created_total", (("namespace", ns), ("source", "webhook"), ("trigger", "hook")))
+            (
+                "portico_jobs_created_total",
+                (("namespace", ns), ("source", "webhook"), ("target", "queueService"), ("trigger", "hook")),
+            )
         ]
         == 1
     )
@@ -167,10 +170,10 @@ def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> 
         == 1
     )
     assert samples[("portico_triggers", (("phase", "Running"),))] == 2
-    hook = (("namespace", ns), ("source", "webhook"), ("trigger", "hook"))
+    hook = (("namespace", ns), ("source", "webhook"), ("target", "queueService"), ("trigger", "hook"))
     assert samples[("portico_trigger_phase", tuple(sorted((*hook, ("phase", "Running")))))] == 1
     assert samples[("portico_trigger_phase", tuple(sorted((*hook, ("phase", "Failed")))))] == 0
-    tick = (("namespace", ns), ("source", "schedule"), ("trigger", "tick"))
+    tick = (("namespace", ns), ("source", "schedule"), ("target", "queueService"), ("trigger", "tick"))
     fires = samples[("portico_schedule_fire_lateness_seconds_count", tick)]
     assert fires >= 2
     assert (

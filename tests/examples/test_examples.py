@@ -14,6 +14,7 @@ import yaml
 
 from portico.operator.resource import parse_spec
 from portico.operator.sources import SOURCE_CLASSES
+from portico.operator.targets import TARGET_CLASSES
 from tests.conftest import EXAMPLES_DIR, Kubectl
 
 EXAMPLE_FILES = sorted(EXAMPLES_DIR.glob("*.yaml"))
@@ -48,6 +49,11 @@ def validate(*paths: Path) -> subprocess.CompletedProcess[str]:
 def test_there_is_one_example_per_source() -> None:
     sources = {parse_spec(doc["spec"], SOURCE_CLASSES).source for _, doc in triggers()}
     assert sources == {source.name for source in SOURCE_CLASSES}
+
+
+def test_there_is_one_example_per_target() -> None:
+    targets = {parse_spec(doc["spec"], SOURCE_CLASSES).target for _, doc in triggers()}
+    assert targets == {target.name for target in TARGET_CLASSES}
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)

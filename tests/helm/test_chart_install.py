@@ -145,6 +145,55 @@ def test_cluster_wide_operator_runs_with_the_chart_rbac(
     assert lease["spec"]["holderIdentity"] == "operator-0"
 
 
+def test_kubernetes_job_target_needs_and_gets_the_jobs_value(
+    cluster_release: str,
+    chart_cluster: ControlPlane,
+    chart_helm: Helm,
+    chart_kubectl: Kubectl,
+    start_chart_operator: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """Without rbac.kubernetesJobs the target's Job is refused (403, in the trigger's status); with it,
+    the chart's ServiceAccount creates the Job."""
+    from tests.e2e.conftest import status_of, wait_for
+
+    kubeconfig = chart_cluster.service_account_kubeconfig(RELEASE_NS, SA, tmp_path / "sa.kubeconfig")
+    namespace = f"jobs-{uuid.uuid4().hex[:6]}"
+    chart_cluster.ensure_namespace(namespace)
+    kubectl = chart_kubectl.in_namespace(namespace)
+    op = start_chart_operator(
+        kubeconfig, manifest_objects(chart_helm, cluster_release, RELEASE_NS), pod_namespace=RELEASE_NS
+    )
+    op.process.wait_for_log(r"became the leader", timeout=30)
+    manifest = trigger("deploy")
+    manifest["spec"] = {
+        "job": {"type": "chart.deploy"},
+        "schedule": {"cron": "@every 1s"},
+        "target": {
+            "kubernetesJob": {
+                "jobTemplate": {
+                    "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}
+                }
+            }
+        },
+    }
+    kubectl.apply(manifest)
+    wait_for(
+        lambda: "403" in (status_of(kubectl, "deploy").get("lastError") or ""),
+        message="refused without the value",
+    )
+    assert kubectl.json("get", "jobs.batch")["items"] == []
+    upgrade = ("upgrade", cluster_release, str(CHART_DIR), "--namespace", RELEASE_NS, "--reuse-values")
+    chart_helm(*upgrade, "--set", "rbac.kubernetesJobs=true")
+    try:
+        wait_for(
+            lambda: kubectl.json("get", "jobs.batch")["items"], timeout=30, message="a Job with the value"
+        )
+    finally:
+        kubectl("delete", "jt", "deploy")
+        chart_helm(*upgrade, "--set", "rbac.kubernetesJobs=false")
+
+
 def test_namespaced_operator_cannot_read_secrets_elsewhere(
     cluster_release: str,
     chart_cluster: ControlPlane,

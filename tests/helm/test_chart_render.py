@@ -149,6 +149,24 @@ def test_cluster_wide_rbac_is_least_privilege(render: Render) -> None:
     assert not operator_roles
 
 
+@pytest.mark.parametrize("namespaces", [[], ["payments", "reports"]])
+def test_jobs_are_granted_only_for_the_kubernetes_job_target(render: Render, namespaces: list[str]) -> None:
+    for objects in (
+        render(watchNamespaces=namespaces),
+        render(watchNamespaces=namespaces, **{"rbac.kubernetesJobs": False}),
+    ):
+        for role in [*find(objects, "ClusterRole"), *find(objects, "Role")]:
+            assert ("batch", "jobs") not in rules_by_resource(role)
+    objects = render(watchNamespaces=namespaces, **{"rbac.kubernetesJobs": True})
+    roles = [*find(objects, "Role", OPERATOR)] if namespaces else [one(objects, "ClusterRole", OPERATOR)]
+    assert len(roles) == max(1, len(namespaces))
+    for role in roles:
+        rules = rules_by_resource(role)
+        assert rules.pop(("batch", "jobs")) == {"create", "get", "list", "delete"}
+        rules.pop(("apiextensions.k8s.io", "customresourcedefinitions"), None)
+        assert rules == EXPECTED_OPERATOR_RULES
+
+
 def test_namespaced_rbac_has_no_cluster_wide_secret_access(render: Render) -> None:
     namespaces = ["payments", "reports"]
     objects = render(watchNamespaces=namespaces)

@@ -82,7 +82,15 @@ def test_only_free_json_fields_preserve_unknown_fields() -> None:
     schema = committed_schema()
     visit(schema["properties"]["spec"], "spec")
     visit(schema["properties"]["status"], "status")
-    assert sorted(found) == ["spec.job.payload", "spec.webhook.payloadSchema"]
+    kubernetes_job = "spec.target.kubernetesJob.jobTemplate.spec"
+    assert sorted(found) == [
+        "spec.job.payload",
+        kubernetes_job,
+        f"{kubernetes_job}.template",
+        f"{kubernetes_job}.template.spec",
+        f"{kubernetes_job}.template.spec.containers[]",
+        "spec.webhook.payloadSchema",
+    ], "free JSON, and the Kubernetes objects of a Job template (the API server validates those)"
 
 
 def test_exactly_one_source_rule_names_every_source() -> None:

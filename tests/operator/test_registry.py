@@ -2,12 +2,14 @@
 sources and the real API server are exercised in tests/e2e)."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
+from portico.adapters.job_creator.queue_service import QueueServiceTargetSpec
 from portico.adapters.job_trigger.common import JobEmitter
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef, TriggerRef
@@ -15,7 +17,8 @@ from portico.operator.kube import EventSink, SecretCache
 from portico.operator.registry import Resource, RetryPolicy, TriggerRegistry
 from portico.operator.resource import FINALIZER
 from portico.operator.status import FinalizerWriter, ObjectStatus, StatusPatcher, StatusWriter
-from portico.ports.job_creator import Job
+from portico.ports.job_creator import Job, JobCreator
+from portico.ports.job_target import JobTarget, TargetContext
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import TriggerContext, TriggerSource
@@ -413,3 +416,46 @@ async def test_a_reconfiguration_resumes_from_what_the_old_trigger_knows_not_the
     _, new = source.built
     assert new.context.status.get("webhookPath") == "x", "the old instance's source status carries over"
     assert new.context.created_at == created
+
+
+class OwnCreatorTarget(JobTarget[QueueServiceTargetSpec]):
+    """Builds a creator of the trigger's own when a URL is set, like the queue service target."""
+
+    name: ClassVar[str] = "queueService"
+    spec_model: ClassVar[type[SpecModel]] = QueueServiceTargetSpec
+
+    def __init__(self) -> None:
+        self.built: list[ClosingCreator] = []
+
+    def build(self, spec: QueueServiceTargetSpec, context: TargetContext) -> JobCreator:
+        if spec.url is None:
+            return context.shared
+        self.built.append(ClosingCreator())
+        return self.built[-1]
+
+
+class ClosingCreator(InMemoryJobCreator):
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.looptime
+async def test_a_targets_own_creator_serves_its_trigger_and_is_closed_after_it(env: Any) -> None:
+    registry, source, patcher, _, shared = env
+    shared_closed = []
+    shared.close = lambda: shared_closed.append(True)  # type: ignore[method-assign]
+    target = registry.targets["queueService"] = OwnCreatorTarget()
+    own = {"queueService": {"url": "http://team-queue:8080"}}
+    await registry.apply(replace(resource(), spec={**resource().spec, "target": own}))
+    await settle()
+    assert patcher.status["target"] == "queueService"
+    await source.built[0].run_now("a")
+    assert len(target.built[0].jobs) == 1 and not shared.jobs
+    await registry.apply(replace(resource(2), spec={**resource(2).spec, "target": own}))
+    assert target.built[0].closed and not target.built[1].closed
+    await registry.apply(resource(3))
+    assert target.built[1].closed and source.built[-1].context.job_creator is shared
+    await registry.remove("uid-1")
+    assert not shared_closed

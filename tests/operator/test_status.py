@@ -197,3 +197,41 @@ async def test_a_conflict_during_the_final_flush_is_re_read_and_written() -> Non
     await w.close()
     assert patcher.server["jobsCreated"] == 3
     assert w.conflicts == 1
+
+
+class SlowFirstPatcher(RecordingPatcher):
+    """The first patch takes a second to reach the server; a patch sent meanwhile would overtake it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def patch_status(
+        self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None
+    ) -> ObjectStatus:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if not self.patches:
+                await asyncio.sleep(1.0)
+            return await super().patch_status(ref, patch, resource_version)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.looptime
+async def test_writes_of_one_object_never_overtake_each_other() -> None:
+    patcher = SlowFirstPatcher()
+    w = StatusWriter(patcher, interval=1.0)
+    await w.start()
+    state = {"phase": "Pending"}
+    w.track("u1", REF, lambda: dict(state))
+    await asyncio.sleep(0.1)
+    state["phase"] = "Running"
+    w.mark_dirty("u1", urgent=True)
+    await asyncio.sleep(3)
+    await w.close()
+    assert patcher.most_in_flight == 1
+    assert [p for _, p in patcher.patches] == [{"phase": "Pending"}, {"phase": "Running"}]
+    assert patcher.server["phase"] == "Running"

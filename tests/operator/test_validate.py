@@ -47,6 +47,24 @@ def test_valid_manifest_passes(tmp_path: Path) -> None:
         (("schedule: {", "webhook: {auth: {type: none}}\n  schedule: {"), "exactly one source block"),
         (("v1alpha1", "v1"), "apiVersion: must be triggers.portico.dev/v1alpha1"),
         (("timeZone", "timezone"), "spec.schedule.timezone: Extra inputs are not permitted"),
+        (("schedule: {", "target: {}\n  schedule: {"), "spec.target: exactly one target block"),
+        (("schedule: {", "target: {kafka: {}}\n  schedule: {"), "spec.target.kafka: Extra inputs"),
+        (
+            ("schedule: {", "target: {queueService: {url: 'ftp://q'}}\n  schedule: {"),
+            "spec.target.queueService.url:",
+        ),
+        (
+            ("schedule: {", "target: {queueService: {}, cloudEvents: {url: 'http://s'}}\n  schedule: {"),
+            "spec.target: exactly one target block",
+        ),
+        (
+            (
+                "schedule: {",
+                "target: {kubernetesJob: {jobTemplate: {spec: {template: {spec: {containers: []}}}}}}"
+                "\n  schedule: {",
+            ),
+            "spec.target.kubernetesJob.jobTemplate.spec.template.spec.containers:",
+        ),
     ],
 )
 def test_invalid_manifest_names_file_object_and_field(

@@ -141,6 +141,12 @@ written).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.rbac.kubernetesJobs }}
+# The kubernetesJob target: create a trigger's Jobs, find an existing one, prune old ones.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "delete"]
+{{- end }}
 {{- end }}
 
 {{/*

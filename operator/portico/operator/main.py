@@ -29,6 +29,7 @@ from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings, SettingsError
 from portico.operator.sources import create_sources
 from portico.operator.status import StatusWriter
+from portico.operator.targets import create_targets
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ async def operate(
         finalizers=writer,
         stop_timeout=settings.stop_timeout,
         leading=not settings.leader_election,
+        targets=create_targets(settings.queue_url, api),
     )
     elector = None
     if settings.leader_election:

@@ -68,7 +68,7 @@ class TriggerCollector(Collector):
         self.elector = elector
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["namespace", "trigger", "source"]
+        labels = ["namespace", "trigger", "source", "target"]
         jobs = CounterMetricFamily("portico_jobs_created", "Jobs created, by trigger.", labels=labels)
         errors = CounterMetricFamily(
             "portico_trigger_errors", "Failed job creations and start failures, by trigger.", labels=labels
@@ -102,7 +102,7 @@ class TriggerCollector(Collector):
             trigger = managed.trigger
             health = trigger.get_health() if trigger is not None else managed.last_health
             n_jobs, n_errors = self.triggers.counters(managed, health)
-            values = [managed.ref.namespace, managed.ref.name, managed.source or ""]
+            values = [managed.ref.namespace, managed.ref.name, managed.source or "", managed.target or ""]
             jobs.add_metric(values, n_jobs)
             errors.add_metric(values, n_errors)
             running.add_metric(values, 1.0 if trigger is not None and trigger.is_running else 0.0)

@@ -24,10 +24,13 @@ from portico.operator.resource import (
     ParsedSpec,
     Phase,
     SpecError,
+    object_path,
     parse_spec,
 )
 from portico.operator.status import FinalizerWriter, StatusWriter
+from portico.operator.targets import create_targets
 from portico.ports.job_creator import JobCreationError, JobCreator
+from portico.ports.job_target import JobTarget, TargetContext
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import EventType, TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
@@ -124,6 +127,9 @@ class ManagedTrigger:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     trigger: JobTrigger | None = None
     source: str | None = None
+    target: str | None = None
+    creator: JobCreator | None = None
+    """The job creator of the running trigger (may be the registry's shared one)."""
     phase: Phase = "Pending"
     reason: str = "Pending"
     message: str = "The trigger has not been started yet."
@@ -136,6 +142,7 @@ class ManagedTrigger:
     attempt: int = 0
     retry: asyncio.Task[None] | None = None
     secrets: frozenset[tuple[str, str]] = frozenset()
+    target_secrets: frozenset[tuple[str, str]] = frozenset()
     run_now_seen: str | None = None
     last_health: TriggerHealth | None = None
     ready: tuple[str, str] = ("False", "Pending")
@@ -162,7 +169,9 @@ class TriggerRegistry:
         retry: RetryPolicy | None = None,
         stop_timeout: float = 20.0,
         leading: bool = True,
+        targets: Mapping[str, JobTarget[Any]] | None = None,
     ) -> None:
+        self.targets = dict(targets) if targets is not None else create_targets()
         self.finalizers = finalizers
         self.leading = leading
         self.sources = dict(sources)
@@ -294,7 +303,7 @@ class TriggerRegistry:
             if (namespace, name) not in managed.secrets:
                 continue
             live = managed.source is not None and self.sources[managed.source].reads_secrets_live
-            if managed.phase == "Failed" or not live:
+            if managed.phase == "Failed" or not live or (namespace, name) in managed.target_secrets:
                 await self.apply(managed.resource, force=True)
 
     # --- internals -------------------------------------------------------------------------------
@@ -327,11 +336,16 @@ class TriggerRegistry:
 
     async def _start(self, managed: ManagedTrigger, parsed: ParsedSpec) -> None:
         source = self.sources[parsed.source]
+        target = self.targets[parsed.target]
+        target_spec = parsed.target_spec or target.spec_model()
         resource = managed.resource
-        refs = list(source.secret_refs(parsed.source_spec))
+        target_refs = list(target.secret_refs(target_spec))
+        refs = [*source.secret_refs(parsed.source_spec), *target_refs]
         managed.secrets = frozenset((resource.ref.namespace, r.name) for r in refs)
+        managed.target_secrets = frozenset((resource.ref.namespace, r.name) for r in target_refs)
         replacing = managed.trigger is not None
         new: JobTrigger | None = None
+        creator: JobCreator | None = None
         # Make before break: the new trigger starts before the old one stops, so a reconfiguration
         # leaves no gap (a webhook path never answers 404 in between). Whatever both see during the
         # overlap (a due time, a file) carries the same idempotency key, so nothing is enqueued twice.
@@ -340,10 +354,20 @@ class TriggerRegistry:
                 if not self.secrets.known(resource.ref.namespace, r.name):
                     await self.secrets.load(resource.ref.namespace, r.name)
                 self.secrets.get(resource.ref.namespace, r)
+            creator = target.build(
+                target_spec,
+                TargetContext(
+                    ref=resource.ref,
+                    shared=self.job_creator,
+                    secrets=self.secrets.resolver(resource.ref.namespace),
+                    object_path=object_path(resource.ref),
+                ),
+            )
+            await target.check(target_spec, creator)
             context = TriggerContext(
                 ref=resource.ref,
                 template=parsed.job,
-                job_creator=self.job_creator,
+                job_creator=creator,
                 events=_Events(self, managed.uid, resource.ref),
                 secrets=self.secrets.resolver(resource.ref.namespace),
                 annotations=resource.annotations,
@@ -354,12 +378,14 @@ class TriggerRegistry:
             await new.start()
         except TriggerStartError as exc:
             await self._discard(managed, new)
+            await self._close_creator(creator)
             await self._stop_current(managed)
             self._fail(managed, exc.reason, str(exc), retry=exc.retryable)
             return
         except Exception as exc:
             logger.exception("unexpected error starting %s", resource.ref)
             await self._discard(managed, new)
+            await self._close_creator(creator)
             await self._stop_current(managed)
             self._fail(
                 managed,
@@ -369,8 +395,11 @@ class TriggerRegistry:
             )
             return
         previous, managed.trigger = managed.trigger, new
+        previous_creator, managed.creator = managed.creator, creator
+        managed.target = parsed.target
         if previous is not None:
             await self._retire(managed, previous)
+        await self._close_creator(previous_creator)
         managed.attempt = 0
         managed.error = None
         logger.info("trigger %s started (%s)", resource.ref, parsed.source, extra=_log_fields(managed))
@@ -394,8 +423,19 @@ class TriggerRegistry:
 
     async def _stop_current(self, managed: ManagedTrigger) -> None:
         trigger, managed.trigger = managed.trigger, None
+        creator, managed.creator = managed.creator, None
         if trigger is not None:
             await self._retire(managed, trigger)
+        await self._close_creator(creator)
+
+    async def _close_creator(self, creator: JobCreator | None) -> None:
+        """Close a trigger's own job creator once its trigger stopped (never the shared one)."""
+        if creator is None or creator is self.job_creator:
+            return
+        try:
+            await creator.close()
+        except Exception:
+            logger.exception("error closing a job creator")
 
     async def _retire(self, managed: ManagedTrigger, trigger: JobTrigger) -> None:
         """Stop a trigger gracefully (its in-flight job creations finish) and keep what it counted."""
@@ -510,6 +550,7 @@ class TriggerRegistry:
             "phase": managed.phase,
             "isRunning": running,
             "source": managed.source,
+            "target": managed.target,
             "observedGeneration": managed.applied_generation,
             "jobsCreated": jobs,
             "errors": errors,

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from portico.domain.model import SpecModel
-from portico.domain.trigger import JobTemplate
+from portico.domain.trigger import JobTemplate, TriggerRef
+from portico.operator.targets import DEFAULT_TARGET, TARGET_CLASSES, exactly_one_target_rule, target_model
 from portico.ports.trigger_source import TriggerSource
 
 GROUP = "triggers.portico.dev"
@@ -19,6 +20,12 @@ KIND = "JobTrigger"
 PLURAL = "jobtriggers"
 RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
 FINALIZER = f"{GROUP}/finalizer"
+
+
+def object_path(ref: TriggerRef) -> str:
+    """The resource's path on the API server, as CloudEvents' `source` names it."""
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}"
+
 
 Phase = Literal["Pending", "Running", "Suspended", "Failed"]
 
@@ -53,6 +60,9 @@ class JobTriggerStatus(SpecModel):
     )
     source: str | None = Field(
         default=None, description="Which source block is set (schedule, webhook, ...)."
+    )
+    target: str | None = Field(
+        default=None, description="Which target receives the jobs (queueService, ...)."
     )
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation of the spec this status describes."
@@ -130,6 +140,9 @@ class ParsedSpec:
     suspend: bool
     source: str
     source_spec: SpecModel
+    target: str = DEFAULT_TARGET
+    target_spec: SpecModel | None = None
+    """None: the default target with an empty block (the operator's own queue service)."""
 
 
 @cache
@@ -146,6 +159,16 @@ def spec_model(sources: tuple[type[TriggerSource[Any]], ...]) -> type[BaseModel]
             ),
         ),
         "job": (JobTemplate, Field(description="Template of every job this trigger creates.")),
+        "target": (
+            target_model(TARGET_CLASSES) | None,
+            Field(
+                default=None,
+                description=(
+                    "Where the jobs go: exactly one target block. Omitted: the operator's own queue "
+                    "service (--queue-url), as queueService: {} would."
+                ),
+            ),
+        ),
     }
     for src in sources:
         doc = (src.spec_model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
@@ -189,4 +212,24 @@ def parse_spec(spec: Mapping[str, Any], sources: Sequence[type[TriggerSource[Any
         raise SpecError([f"spec: {exactly_one_source_rule(names)['message']} (found {len(present)})"])
     job: JobTemplate = parsed.job  # type: ignore[attr-defined]
     suspend: bool = parsed.suspend  # type: ignore[attr-defined]
-    return ParsedSpec(job=job, suspend=suspend, source=present[0], source_spec=getattr(parsed, present[0]))
+    target, target_spec = _target(parsed.target)  # type: ignore[attr-defined]
+    return ParsedSpec(
+        job=job,
+        suspend=suspend,
+        source=present[0],
+        source_spec=getattr(parsed, present[0]),
+        target=target,
+        target_spec=target_spec,
+    )
+
+
+def _target(block: BaseModel | None) -> tuple[str, SpecModel | None]:
+    if block is None:
+        return DEFAULT_TARGET, None
+    names = [t.name for t in TARGET_CLASSES]
+    present = [name for name in names if getattr(block, name, None) is not None]
+    if len(present) != 1:
+        message = str(exactly_one_target_rule(names)["message"])
+        raise SpecError([f"spec.target: {message} (found {len(present)})"])
+    spec: SpecModel = getattr(block, present[0])
+    return present[0], spec

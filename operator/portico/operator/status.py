@@ -81,6 +81,9 @@ class _Tracked:
     last_write: float = float("-inf")
     due: float | None = None
     dirty: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One write at a time per object: two patches in flight could reach the server in the other order,
+    leaving an older status there while the writer believes the newer one is written."""
 
 
 class StatusWriter:
@@ -210,36 +213,40 @@ class StatusWriter:
 
     async def _write(self, uid: str, t: _Tracked, *, slot: bool = False) -> None:
         try:
-            t.dirty = False
-            desired = t.snapshot()
-            patch = self._patch_for(t, desired)
-            if not patch:
-                return
-            t.last_write = self._now()
-            counting = any(k in COUNTERS for k in patch)
-            try:
-                after = await self.patcher.patch_status(t.ref, patch, t.version if counting else None)
-            except ResourceGoneError:
-                self.untrack(uid)
-                return
-            except ConflictError:
-                self.conflicts += 1
-                with contextlib.suppress(ResourceGoneError):
-                    fresh = await self.patcher.read_status(t.ref)
-                    self.observe(uid, fresh.status, fresh.resource_version)
-                self.mark_dirty(uid, urgent=True)
-                return
-            except Exception as exc:
-                self.errors += 1
-                logger.warning("status patch of %s failed, will retry: %s", t.ref, exc)
-                self.mark_dirty(uid)
-                return
-            self.patches += 1
-            for key in COUNTERS:
-                if key in desired:
-                    t.added[key] = int(desired[key])
-            t.server = dict(after.status)
-            t.version = after.resource_version
+            async with t.lock:
+                await self._write_now(uid, t)
         finally:
             if slot:
                 self._slots.release()
+
+    async def _write_now(self, uid: str, t: _Tracked) -> None:
+        t.dirty = False
+        desired = t.snapshot()
+        patch = self._patch_for(t, desired)
+        if not patch:
+            return
+        t.last_write = self._now()
+        counting = any(k in COUNTERS for k in patch)
+        try:
+            after = await self.patcher.patch_status(t.ref, patch, t.version if counting else None)
+        except ResourceGoneError:
+            self.untrack(uid)
+            return
+        except ConflictError:
+            self.conflicts += 1
+            with contextlib.suppress(ResourceGoneError):
+                fresh = await self.patcher.read_status(t.ref)
+                self.observe(uid, fresh.status, fresh.resource_version)
+            self.mark_dirty(uid, urgent=True)
+            return
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("status patch of %s failed, will retry: %s", t.ref, exc)
+            self.mark_dirty(uid)
+            return
+        self.patches += 1
+        for key in COUNTERS:
+            if key in desired:
+                t.added[key] = int(desired[key])
+        t.server = dict(after.status)
+        t.version = after.resource_version

@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 from uuid import UUID
 
@@ -94,6 +94,9 @@ class HttpJobCreator(JobCreator):
     share it between triggers and `close()` it once (or use it as `async with`). The pool belongs to the
     event loop of the first call."""
 
+    peer: ClassVar[str] = "queue service"
+    """What the other end is called in messages (subclasses post to other kinds of HTTP services)."""
+
     def __init__(
         self,
         base_url: str,
@@ -114,7 +117,7 @@ class HttpJobCreator(JobCreator):
             raise ValueError("max_response_bytes must be at least 1024")
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"the queue service URL must be http(s)://host[:port][/path], not {base_url!r}")
+            raise ValueError(f"the {self.peer} URL must be http(s)://host[:port][/path], not {base_url!r}")
         self.base_url = str(url.with_user(None).with_query(None).with_fragment(None)).rstrip("/")
         """Without credentials, so it is safe to show in messages."""
         self._base = str(url.with_query(None).with_fragment(None)).rstrip("/")
@@ -226,7 +229,7 @@ class HttpJobCreator(JobCreator):
                 data = await self._read_bounded(response)
         except aiohttp.InvalidURL as exc:
             raise JobCreationError(
-                f"invalid queue service URL {self.base_url}: {exc}", retryable=False
+                f"invalid {self.peer} URL {self.base_url}: {exc}", retryable=False
             ) from None
         except TimeoutError:
             raise _Retryable(f"no answer within {seconds:.1f}s") from None
@@ -256,7 +259,7 @@ class HttpJobCreator(JobCreator):
             if len(data) <= limit:
                 return bytes(data)
         raise JobCreationError(
-            f"the queue service sent more than {limit} bytes in one answer", retryable=False, status=None
+            f"the {self.peer} sent more than {limit} bytes in one answer", retryable=False, status=None
         )
 
     async def _request(
@@ -294,7 +297,7 @@ class HttpJobCreator(JobCreator):
                     elapsed = loop.time() - started
                     message = (
                         f"{what}: {failure.reason} (gave up after {attempts} in {elapsed:.1f}s; "
-                        f"queue service {self.base_url})"
+                        f"{self.peer} {self.base_url})"
                     )
                     raise JobCreationError(
                         self._redact(message), retryable=True, status=failure.status
@@ -310,11 +313,11 @@ class HttpJobCreator(JobCreator):
 
     def _rejected(self, what: str, status: int, data: bytes) -> JobCreationError:
         if status in (401, 403):
-            reason = "the queue service refused the credentials"
+            reason = f"the {self.peer} refused the credentials"
         elif 300 <= status < 400:
-            reason = "the queue service answered with a redirect"
+            reason = f"the {self.peer} answered with a redirect"
         else:
-            reason = "the queue service rejected the request"
+            reason = f"the {self.peer} rejected the request"
         message = f"{what}: {reason} (HTTP {status}: {_error_detail(data)})"
         return JobCreationError(self._redact(message), retryable=False, status=status)
 
