@@ -1,7 +1,8 @@
 """The chart as a user installs it, on a node that runs its Pods: `helm install` with the project's
 image and the bundled queue service, two operator replicas Ready through their probes, a schedule and a
 signed GitHub delivery becoming jobs in the queue-service Pod, fail-over after the leader Pod is deleted,
-a rolling `helm upgrade`, and `helm uninstall` keeping the CRD and the JobTriggers.
+a rolling `helm upgrade`, the GitHub-release example running a Kubernetes Job to completion, and
+`helm uninstall` keeping the CRD and the JobTriggers.
 
 The tests run in file order and share one release: each step starts from the state the previous left.
 """
@@ -20,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cluster.conftest import image_values
 from tests.cluster.node import Node
@@ -33,6 +35,7 @@ APPS_NS = "apps"
 WEBHOOK_SERVICE = f"{RELEASE}-portico-triggers-operator-webhook"
 QUEUE = f"{RELEASE}-portico-triggers-queue"
 SCHEDULE_SECONDS = 2
+RELEASE_EXAMPLE = CHART_DIR.parents[1] / "examples" / "target-kubernetes-job-github-release.yaml"
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -215,13 +218,7 @@ def test_signed_github_delivery_through_the_service_is_one_job(release: Release)
         message="webhook path",
     )
     url = release.service_url(WEBHOOK_SERVICE) + path
-    body = json.dumps({"ref": "refs/heads/main", "after": "abc123"}).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Hub-Signature-256": "sha256=" + hmac.new(signing_key.encode(), body, hashlib.sha256).hexdigest(),
-        "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-    }
+    body, headers = github_delivery(signing_key, "push", {"ref": "refs/heads/main", "after": "abc123"})
     # Both replicas serve webhooks once their trigger runs; the Service may pick either.
     status, answer = wait_for(
         lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
@@ -288,9 +285,76 @@ def test_helm_upgrade_rolls_the_pods_without_losing_a_run(release: Release) -> N
     print(f"after the upgrade: {len(times)} scheduled runs, each once, none missing")
 
 
+def github_delivery(signing_key: str, event: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": "sha256=" + hmac.new(signing_key.encode(), body, hashlib.sha256).hexdigest(),
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+    }
+
+
+def test_the_release_example_runs_a_kubernetes_job_to_completion(release: Release, image: str) -> None:
+    """examples/target-kubernetes-job-github-release.yaml as shipped, but with the locally built image
+    (no registry here): a signed `release` delivery becomes one Job that the node runs to completion,
+    reading the release from the mounted job file; the redelivery starts no second Job."""
+    release.values["rbac.kubernetesJobs"] = True
+    release.helm(
+        "upgrade", RELEASE, str(CHART_DIR), "--namespace", RELEASE_NS, *set_args(release.values),
+        "--wait", "--timeout", "5m", timeout=330,
+    )  # fmt: skip
+    secret, trigger = yaml.safe_load_all(RELEASE_EXAMPLE.read_text())
+    signing_key = "release-" + uuid.uuid4().hex
+    secret["stringData"]["secret"] = signing_key
+    pod_spec = trigger["spec"]["target"]["kubernetesJob"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod_spec["containers"][0]["image"] = image
+    pod_spec["containers"][0]["imagePullPolicy"] = "Never"
+    release.apps.apply(secret)
+    release.apps.apply(trigger)
+    name = trigger["metadata"]["name"]
+    path = wait_for(
+        lambda: (release.apps.json("get", "jobtrigger", name).get("status") or {}).get("webhookPath"),
+        timeout=60,
+        message="webhook path",
+    )
+    url = release.service_url(WEBHOOK_SERVICE) + path
+    body, headers = github_delivery(
+        signing_key, "release", {"action": "published", "release": {"tag_name": "v1.2.3"}}
+    )
+    status, answer = wait_for(
+        lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
+        timeout=60,
+        message="not 404",
+    )
+    assert status == 202, answer
+
+    def jobs() -> list[dict[str, Any]]:
+        items = release.apps.json("get", "jobs.batch", "-l", "app.kubernetes.io/name=release-deploy")["items"]
+        return list(items)
+
+    done = wait_for(
+        lambda: (j := jobs()) and j[0].get("status", {}).get("succeeded") == 1 and j,
+        timeout=180,
+        message=f"the release Job to succeed\n{describe(release)}",
+    )
+    assert len(done) == 1, done
+    job_name = done[0]["metadata"]["name"]
+    logs = release.apps("logs", f"job/{job_name}").stdout
+    assert 'deploying "tag_name":"v1.2.3"' in logs, logs
+    again, answer2 = wait_for(
+        lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
+        timeout=60,
+        message="redelivery not 404",
+    )
+    assert again == 202, answer2
+    assert [j["metadata"]["name"] for j in jobs()] == [job_name], "the redelivery started no second Job"
+    print(f"\nrelease Job {job_name} succeeded; the redelivery met it")
+
+
 def test_helm_uninstall_keeps_the_crd_and_the_jobtriggers(release: Release) -> None:
     release.helm("uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", timeout=180)
     release.kubectl("get", "crd", "jobtriggers.triggers.portico.dev")
     names = {t["metadata"]["name"] for t in release.apps.json("get", "jobtriggers")["items"]}
-    assert names == {"ticks", "gh"}
+    assert names == {"ticks", "gh", "release-deploy"}
     assert release.system.json("get", "deployments")["items"] == []
