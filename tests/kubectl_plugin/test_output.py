@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from portico.kubectl_plugin.cluster import PluginError
+from portico.kubectl_plugin.get import target_of
 from portico.kubectl_plugin.main import main
 from portico.kubectl_plugin.next_fires import fire_times
 from portico.kubectl_plugin.output import human_duration, table, until
@@ -71,3 +72,19 @@ def test_unreachable_cluster_is_an_error_not_a_traceback(tmp_path: object) -> No
     missing = io.StringIO()
     assert main(["get", "--kubeconfig", str(config) + ".nope"], out=io.StringIO(), err=missing) == 1
     assert "kubeconfig" in missing.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        ({"job": {"type": "report.daily", "queue": "reports"}}, "reports/report.daily"),
+        ({"job": {"type": "t"}, "target": {"queueService": {"url": "http://q:8000"}}}, "default/t"),
+        (
+            {"job": {"type": "release.deploy"}, "target": {"kubernetesJob": {}}},
+            "kubernetesJob:release.deploy",
+        ),
+        ({"job": {"type": "email.send"}, "target": {"celery": {}}}, "celery:email.send"),
+    ],
+)
+def test_the_target_column_names_where_the_jobs_go(spec: dict[str, object], shown: str) -> None:
+    assert target_of({"spec": spec}) == shown

@@ -21,9 +21,14 @@ def source_of(obj: Mapping[str, Any]) -> str:
 
 
 def target_of(obj: Mapping[str, Any]) -> str:
-    """`queue/job type`: where this trigger's jobs go."""
-    job = (obj.get("spec") or {}).get("job") or {}
-    return f"{job.get('queue', 'default')}/{job.get('type', '?')}"
+    """Where this trigger's jobs go: `queue/job type` for the queue service (the default target),
+    `<target>:<job type>` for the others (`kubernetesJob:release.deploy`)."""
+    spec = obj.get("spec") or {}
+    job = spec.get("job") or {}
+    target = next(iter(spec.get("target") or {}), "queueService")
+    if target == "queueService":
+        return f"{job.get('queue', 'default')}/{job.get('type', '?')}"
+    return f"{target}:{job.get('type', '?')}"
 
 
 def origin_of(obj: Mapping[str, Any]) -> str:
