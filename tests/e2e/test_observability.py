@@ -76,7 +76,8 @@ def test_dashboard_and_alerts_use_only_exported_metrics(
     ):
         assert family in exported, family
     assert (
-        f'portico_jobs_created_total{{namespace="{kubectl.namespace}",source="schedule",trigger="tick"}}'
+        f'portico_jobs_created_total{{namespace="{kubectl.namespace}",source="schedule",'
+        f'target="queueService",trigger="tick"}}'
         in (exposition.replace(", ", ","))
     )
 
