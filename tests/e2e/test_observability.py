@@ -77,8 +77,7 @@ def test_dashboard_and_alerts_use_only_exported_metrics(
         assert family in exported, family
     assert (
         f'portico_jobs_created_total{{namespace="{kubectl.namespace}",source="schedule",'
-        f'target="queueService",trigger="tick"}}'
-        in (exposition.replace(", ", ","))
+        f'target="queueService",trigger="tick"}}' in (exposition.replace(", ", ","))
     )
 
     used: set[str] = set()
