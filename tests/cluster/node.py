@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from portico.testing.control_plane import ControlPlane
-from portico.testing.processes import die_with_parent
+from portico.testing.processes import die_with_parent, stop_process_group
 from tests.cluster.node_config import (
     NODE_NAME,
     PAUSE_IMAGE,
@@ -443,16 +442,8 @@ class Node:
 
     def _terminate(self, name: str) -> None:
         proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_process_group(proc, timeout=15)
 
     def _remove_containers(self) -> None:
         if "containerd" not in self.processes:

@@ -17,7 +17,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portico.testing.processes import die_with_parent, free_port
+from portico.testing.processes import die_with_parent, free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +83,8 @@ class ControlPlane:
     def stop(self) -> None:
         for name in ("kube-apiserver", "etcd"):
             proc = self.processes.pop(name, None)
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+            if proc is not None:
+                stop_process_group(proc, timeout=15)
         for f in self._logs:
             f.close()
         self._logs.clear()

@@ -1,8 +1,10 @@
 """Child processes for tests, benchmarks and `make run`: free loopback ports, children that die with
-their parent, and the reference queue service as a subprocess."""
+their parent, stopping a child's whole process group, and the reference queue service as a subprocess."""
 
 import contextlib
 import ctypes
+import logging
+import os
 import re
 import signal
 import socket
@@ -11,6 +13,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 LISTENING = re.compile(r"listening on (http://\S+)")
 """The line a server of ours prints once it is bound (`queue service listening on http://...`)."""
@@ -30,6 +34,26 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Signal the process group `proc` leads, wait, and SIGKILL the group if it does not exit in time.
+
+    The group is killed even after the leader exited, so no grandchild (erl_child_setup, a postgres
+    backend, a container shim) outlives it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "pid %d did not exit after %s; killing its group", proc.pid, signal.Signals(sig).name
+            )
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from portico.testing.processes import free_port
-from portico.testing.services import ServiceUnavailableError, _spawn, _stop_group, _tail
+from portico.testing.processes import free_port, stop_process_group
+from portico.testing.services import ServiceUnavailableError, _spawn, _tail
 
 
 def find_redis_server() -> Path:
@@ -97,7 +97,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _stop_group(self._proc, timeout=10)
+            stop_process_group(self._proc, timeout=10)
             self._proc = None
         if self._log is not None:
             self._log.close()

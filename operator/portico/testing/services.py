@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from portico.testing.processes import die_with_parent, free_port
+from portico.testing.processes import die_with_parent, free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -59,26 +59,6 @@ def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Signal the process group `proc` leads, wait, and SIGKILL the group if it does not exit in time.
-
-    The group is killed even after the leader exited, so no grandchild (erl_child_setup, a postgres
-    backend) outlives it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning(
-                "pid %d did not exit after %s; killing its group", proc.pid, signal.Signals(sig).name
-            )
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -172,7 +152,7 @@ class RabbitMQServer:
         """Stop the broker (gracefully: SIGTERM lets it flush its message store) and its epmd."""
         self._stop_broker()
         if self._epmd is not None:
-            _stop_group(self._epmd, timeout=5)
+            stop_process_group(self._epmd, timeout=5)
             self._epmd = None
         if not keep_data and self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -189,7 +169,7 @@ class RabbitMQServer:
     def kill(self) -> None:
         """Stop the broker abruptly (SIGKILL), as a crash would; `start()` brings it back."""
         if self._broker is not None:
-            _stop_group(self._broker, sig=signal.SIGKILL, timeout=10)
+            stop_process_group(self._broker, sig=signal.SIGKILL, timeout=10)
             self._broker = None
 
     def log_tail(self, lines: int = 30) -> str:
@@ -198,7 +178,7 @@ class RabbitMQServer:
 
     def _stop_broker(self) -> None:
         if self._broker is not None:
-            _stop_group(self._broker, timeout=30)
+            stop_process_group(self._broker, timeout=30)
             self._broker = None
         if self._log is not None:
             self._log.close()
@@ -540,7 +520,7 @@ class PostgresServer:
                             "30",
                         ]
                     )
-            _stop_group(self._proc, sig=signal.SIGINT, timeout=10)
+            stop_process_group(self._proc, sig=signal.SIGINT, timeout=10)
             self._proc = None
         if self._log is not None:
             self._log.close()
