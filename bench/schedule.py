@@ -36,10 +36,10 @@ from typing import Any
 from croniter import croniter
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.adapters.job_trigger.schedule_trigger import ScheduleConfig, ScheduleTrigger
-from portico.adapters.job_trigger.scheduling import Scheduler
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreator
+from portico.sources.schedule.timing import Scheduler
+from portico.sources.schedule.trigger import ScheduleConfig, ScheduleTrigger
 from portico.testing.processes import running_queue_service
 
 BENCH = "schedule"

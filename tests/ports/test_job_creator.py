@@ -3,9 +3,9 @@
 from datetime import UTC, datetime
 from unittest.mock import AsyncMock
 
-from portico.adapters.job_trigger.common import JobEmitter
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator, JobStatus
+from portico.sources.common.emitter import JobEmitter
 
 
 async def test_a_trigger_can_be_tested_with_an_autospec_mock() -> None:
