@@ -23,7 +23,6 @@ from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_source import StaticSecrets, TriggerContext
 from portico.sources.amqp.trigger import AmqpSource, AmqpSpec, RabbitMQTrigger, lookup
 from portico.testing.services import RabbitMQServer
-
 from tests.sources.conftest import CountingJobCreator, RecordingEvents, RestartableQueueService, eventually
 
 pytestmark = pytest.mark.services

@@ -28,7 +28,6 @@ from portico.sources.database_poll.trigger import (
     quote_table,
 )
 from portico.testing.services import PostgresServer
-
 from tests.sources.conftest import CountingJobCreator, RecordingEvents, RestartableQueueService, eventually
 
 pytestmark = pytest.mark.services

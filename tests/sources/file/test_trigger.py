@@ -20,7 +20,6 @@ from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_source import TriggerContext
 from portico.sources.file.trigger import FileSource, FileSpec, FileTrigger, file_key, matches
-
 from tests.sources.conftest import CountingJobCreator, RecordingEvents, RestartableQueueService, eventually
 
 SETTLE = 0.2
