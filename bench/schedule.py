@@ -38,8 +38,7 @@ from croniter import croniter
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreator
-from portico.sources.schedule.timing import Scheduler
-from portico.sources.schedule.trigger import ScheduleConfig, ScheduleTrigger
+from portico.sources.schedule import ScheduleConfig, Scheduler, ScheduleTrigger
 from portico.testing.processes import running_queue_service
 
 BENCH = "schedule"
