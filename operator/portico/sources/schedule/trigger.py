@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 LATENESS_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 """Bounds (seconds) of the fire-lateness histogram."""
+_NO_LATENESS = Histogram(LATENESS_BUCKETS)
+"""What a trigger that has not fired yet reports; never observed into."""
 STOP_GRACE_SECONDS = 5.0
 """How long stop() lets job creations already in flight finish before cancelling them."""
 
@@ -118,11 +120,8 @@ class ScheduleTrigger(JobTrigger):
         names = [config.name for config in schedules if config.name is not None]
         if len(set(names)) != len(names) or "" in names:
             raise ValueError("the schedules of one trigger need distinct, non-empty names")
-        self.schedules = list(schedules)
-        self.ref = ref or TriggerRef(name=default_name(self.schedules))
+        self.ref = ref or TriggerRef(name=default_name(schedules))
         self.emitter = JobEmitter(job_creator, ref=self.ref, source="schedule", events=events)
-        self.fire_lateness = Histogram(LATENESS_BUCKETS)
-        """Seconds between when each run was due (with its jitter) and when it was dispatched."""
         self.events = self.emitter.events
         self._scheduler = scheduler
         self._resume_from_now = resume_from_now
@@ -130,8 +129,8 @@ class ScheduleTrigger(JobTrigger):
         self._recorded = as_utc(last_schedule_time)
         self._started_at: datetime | None = None
         self._runs: list[_Run] = []
-        for index, config in enumerate(self.schedules):
-            label = config.name or (str(index) if len(self.schedules) > 1 else None)
+        for index, config in enumerate(schedules):
+            label = config.name or (str(index) if len(schedules) > 1 else None)
             run = _Run(config, f"{self.ref.key}:{label}" if label else self.ref.key)
             run.last_schedule_time = self._recorded
             run.last_job_id = last_job_id
@@ -139,8 +138,9 @@ class ScheduleTrigger(JobTrigger):
         self._runs[0].skipped, self._runs[0].missed = skipped_runs, missed_runs
         self._running = False
         self._last_run_now: dict[str, str] | None = None
-        # Created on first use: ten thousand idle triggers should not each hold a set or two.
+        # Created on first use: ten thousand idle triggers should not each hold a set or a histogram.
         self._in_flight: InFlight | None = None
+        self._fire_lateness: Histogram | None = None
         self._stopping: asyncio.Future[None] | None = None
 
     # --- JobTrigger -------------------------------------------------------------------------------
@@ -148,6 +148,11 @@ class ScheduleTrigger(JobTrigger):
     @property
     def is_running(self) -> bool:
         return self._running
+
+    @property
+    def fire_lateness(self) -> Histogram:
+        """Seconds between when each run was due (with its jitter) and when it was dispatched."""
+        return self._fire_lateness or _NO_LATENESS
 
     @property
     def scheduler(self) -> Scheduler:
@@ -301,7 +306,9 @@ class ScheduleTrigger(JobTrigger):
             self._report_missed(run, scheduled, f"it came due {now - scheduled} late, after its deadline")
             self._schedule(run, successor)
         else:
-            self.fire_lateness.observe(max(0.0, (now - run.due(scheduled, successor)).total_seconds()))
+            if self._fire_lateness is None:
+                self._fire_lateness = Histogram(LATENESS_BUCKETS)
+            self._fire_lateness.observe(max(0.0, (now - run.due(scheduled, successor)).total_seconds()))
             self._dispatch(run, scheduled, horizon=successor)
             self._schedule(run, successor)
         self.events.changed()
