@@ -11,7 +11,7 @@ import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from portico.domain.timestamps import rfc3339
@@ -61,6 +61,15 @@ class CatchUp:
             f"{what} run(s) scheduled from {rfc3339(self.first)} to before {rfc3339(pending)} were not "
             f"created while the trigger was not running on time{fired}{deadline}."
         )
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A time as given by a caller or read back from status (RFC 3339, `Z` or an offset; naive means
+    UTC). Raises `ValueError` for text that is not a time."""
+    if value is None or value == "":
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def run_key(schedule_key: str, scheduled: datetime) -> str:

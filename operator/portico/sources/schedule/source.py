@@ -3,9 +3,10 @@
 
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_source import TriggerContext, TriggerSource
+from portico.sources.schedule.planning import as_utc
 from portico.sources.schedule.scheduler import Clock, Scheduler, wall_clock
 from portico.sources.schedule.spec import ScheduleConfig, ScheduleSpec
-from portico.sources.schedule.trigger import ScheduleTrigger, as_utc
+from portico.sources.schedule.trigger import ScheduleTrigger
 
 
 class ScheduleSource(TriggerSource[ScheduleSpec]):

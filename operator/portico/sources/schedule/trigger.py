@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,7 @@ from portico.ports.trigger_events import TriggerEvents
 from portico.sources.common.drain import InFlight
 from portico.sources.common.emitter import JobEmitter
 from portico.sources.schedule.cron import ScheduleError
-from portico.sources.schedule.planning import RunTimes, forbids, retry_delay, run_key, unrecorded
+from portico.sources.schedule.planning import RunTimes, as_utc, forbids, retry_delay, run_key, unrecorded
 from portico.sources.schedule.scheduler import ScheduledCall, Scheduler
 from portico.sources.schedule.spec import ScheduleConfig, default_name
 
@@ -36,15 +36,6 @@ _NO_LATENESS = Histogram(LATENESS_BUCKETS)
 """What a trigger that has not fired yet reports; never observed into."""
 STOP_GRACE_SECONDS = 5.0
 """How long stop() lets job creations already in flight finish before cancelling them."""
-
-
-def as_utc(value: datetime | str | None) -> datetime | None:
-    """A time as given by a caller or read back from status (RFC 3339, `Z` or an offset; naive means
-    UTC). Raises `ValueError` for text that is not a time."""
-    if value is None or value == "":
-        return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class _Run(RunTimes):
