@@ -1,7 +1,7 @@
 """The seed's schedule examples, run as written with only their imports adapted: "2. Scheduled Trigger for
 Cron Jobs", the schedules of the FAQ on priorities, and the FAQ classes on duplicate scheduled jobs and
-on trigger failures (where the seed shows a class with one method, a subclass supplies the constructor
-and the lifecycle it leaves out). The seed's structured logger is structlog's.
+on trigger failures (where the seed shows a class with one method, a subclass adds the lifecycle of the
+best-practice examples, which the method does not use). The seed's structured logger is structlog's.
 
 Time is fast-forwarded (looptime): the default scheduler a library `ScheduleTrigger` uses reads a wall
 clock tied to the loop, so a test lets a night pass in milliseconds. Then the seed's best practices for a
@@ -23,6 +23,7 @@ from portico.kits.job.job_service import JobService
 from portico.ports.job_creator import Job, JobCreationError, JobCreator, JobStatus
 from portico.ports.job_trigger import JobTrigger
 from portico.sources.schedule import ScheduleConfig, Scheduler, ScheduleTrigger
+from tests.ports.test_seed_examples import _Lifecycle
 from tests.sources.schedule.conftest import LoopClock, utc
 
 logger = structlog.get_logger()
@@ -166,25 +167,6 @@ async def test_schedules_with_configured_priorities(
     assert first.job_type == "report.daily"
 
 
-class _Lifecycle:
-    """What the seed's one-method classes leave out: a constructor and start/stop/is_running."""
-
-    def __init__(self, job_creator: JobCreator, **dependencies: Any) -> None:
-        self.job_creator = job_creator
-        self.__dict__.update(dependencies)
-        self._running = False
-
-    async def start(self) -> None:
-        self._running = True
-
-    async def stop(self) -> None:
-        self._running = False
-
-    @property
-    def is_running(self) -> bool:
-        return self._running
-
-
 # --- FAQ: How do I prevent duplicate scheduled jobs? ------------------------------------------------------
 
 
@@ -307,7 +289,8 @@ async def test_resilient_trigger_retries_with_backoff(
     job_service: JobService, caplog: pytest.LogCaptureFixture
 ) -> None:
     alerts = RecordingAlerts()
-    trigger = Resilient(flaky(job_service, failures=2), alert_service=alerts)
+    trigger = Resilient(flaky(job_service, failures=2))
+    trigger.alert_service = alerts
     loop = asyncio.get_running_loop()
     started = loop.time()
     await trigger._create_scheduled_job(ScheduleConfig(cron="0 9 * * *", job_type="report.daily"))
@@ -324,7 +307,8 @@ async def test_resilient_trigger_alerts_when_retries_are_exhausted(
     job_service: JobService, caplog: pytest.LogCaptureFixture
 ) -> None:
     alerts = RecordingAlerts()
-    trigger = Resilient(flaky(job_service, failures=3), alert_service=alerts)
+    trigger = Resilient(flaky(job_service, failures=3))
+    trigger.alert_service = alerts
     await trigger._create_scheduled_job(ScheduleConfig(cron="0 9 * * *", job_type="report.daily"))
     assert jobs_in(job_service) == []
     assert alerts.alerts == [
