@@ -16,6 +16,7 @@ import asyncio
 import json
 import reprlib
 import socket
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,14 @@ import kombu
 import kombu.exceptions
 from pydantic import Field
 
+from portico.adapters.job_creator.celery_ledger import (
+    LEDGER,
+    SCOPE_HEADER,
+    ClaimedElsewhereError,
+    LedgerUnavailableError,
+    StreamLedger,
+    claimed,
+)
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
@@ -97,6 +106,8 @@ class CeleryJobCreator(JobCreator):
         task_names: Mapping[str, str] | None = None,
         queue: str | None = None,
         origin: str = "portico",
+        scope: str = "",
+        ledger: str = LEDGER,
         deadline: float = 30.0,
         threads: int = 8,
         remember: int = 10_000,
@@ -122,6 +133,9 @@ class CeleryJobCreator(JobCreator):
             import redis
 
             self._redis = redis.Redis.from_url(broker_url, socket_timeout=min(10.0, deadline))
+        self._ledger: StreamLedger | None = None
+        if not self._uses_redis:
+            self._ledger = StreamLedger(self._connection, name=ledger, scope=scope)
         self._remember = remember
         self._published: OrderedDict[str, Job] = OrderedDict()
         self._closed = False
@@ -134,6 +148,8 @@ class CeleryJobCreator(JobCreator):
 
     def _close_sync(self) -> None:
         self._threads.shutdown(wait=True)
+        if self._ledger is not None:
+            self._ledger.close()
         self._pool.force_close_all()
         self._connection.release()
         if self._redis is not None:
@@ -177,10 +193,12 @@ class CeleryJobCreator(JobCreator):
         except (kombu.exceptions.KombuError, OSError, ConnectionError) as exc:
             detail = str(exc).replace(self._connection.as_uri(include_password=True), self.broker)
             raise JobCreationError(f"{what}: {type(exc).__name__}: {detail}"[:500], retryable=True) from None
-        except _InFlight:
+        except (_InFlight, ClaimedElsewhereError):
             raise JobCreationError(
                 f"{what}: task {tid} is being published by another attempt", retryable=True
             ) from None
+        except LedgerUnavailableError as exc:
+            raise JobCreationError(f"{what}: {exc}", retryable=True) from None
         job = Job(
             id=tid,
             job_type=job_type,
@@ -199,9 +217,50 @@ class CeleryJobCreator(JobCreator):
         return job
 
     def _publish(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
-        """Publish (in a worker thread); True if the task had been published before (Redis marker)."""
+        """Publish (in a worker thread); True if the task had been published before."""
+        if self._ledger is not None:
+            return self._publish_rabbitmq(self._ledger, tid, queue, body, headers)
+        return self._publish_redis(tid, queue, body, headers)
+
+    def _publish_rabbitmq(
+        self, ledger: StreamLedger, tid: str, queue: str, body: Any, headers: dict[str, Any]
+    ) -> bool:
+        """Claim the id, catch up with the ledger, publish unless the ledger has it (celery_ledger)."""
+        deadline = time.monotonic() + self._deadline
+        exchange = kombu.Exchange(queue, "direct", durable=True)
+        with self._pool.acquire(block=True, timeout=self._deadline) as connection:
+            try:
+                connection.ensure_connection(max_retries=3, interval_start=0.1, interval_step=0.5)
+                ledger.prepare(connection, exchange)
+                with claimed(connection, tid, deadline):
+                    producer = connection.Producer()
+                    ledger.catch_up(producer, deadline)
+                    if ledger.contains(tid):
+                        return True
+                    published_at = time.time()
+                    producer.publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=queue,
+                        declare=[kombu.Queue(queue, exchange, routing_key=queue, durable=True)],
+                        serializer="json",
+                        headers={**headers, "BCC": [ledger.name], SCOPE_HEADER: ledger.scope},
+                        correlation_id=tid,
+                        delivery_mode=2,
+                        timestamp=int(published_at),
+                    )
+                    ledger.record(tid, published_at)
+            except (ClaimedElsewhereError, LedgerUnavailableError):
+                raise
+            except BaseException:
+                # No retry on this connection: its claim may be gone. The next use reconnects.
+                connection.collect()
+                raise
+        return False
+
+    def _publish_redis(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
         marker = MARKER_PREFIX + tid
-        if self._redis is not None and not self._redis.set(marker, "pending", nx=True, ex=PENDING_SECONDS):
+        if not self._redis.set(marker, "pending", nx=True, ex=PENDING_SECONDS):
             if self._redis.get(marker) == b"published":
                 return True
             raise _InFlight
@@ -228,11 +287,9 @@ class CeleryJobCreator(JobCreator):
                     },
                 )
         except BaseException:
-            if self._redis is not None:
-                self._redis.delete(marker)
+            self._redis.delete(marker)
             raise
-        if self._redis is not None:
-            self._redis.set(marker, "published", ex=PUBLISHED_SECONDS)
+        self._redis.set(marker, "published", ex=PUBLISHED_SECONDS)
         return False
 
     async def get_job(self, job_id: str | uuid.UUID) -> Job | None:

@@ -1,0 +1,248 @@
+"""What makes a Celery task id published once on RabbitMQ, across restarts, redeliveries and replicas.
+
+RabbitMQ cannot be asked whether a message was ever published, so the broker keeps a ledger: a stream
+queue (`portico.celery.ledger`, kept for 7 days). Each task is published ONCE, to the Celery exchange,
+with a `BCC` header naming the ledger: the broker routes that one message both to the Celery queue and
+to the ledger (or, if it fails, to neither), and strips the header before delivery.
+
+A creator reads the ledger from its start (the retention window) with a stream consumer, keeping the
+ids of its own scope (its trigger) in memory. Before publishing a task id, a creator
+
+1. claims the id: an exclusive queue `portico.celery.claim.<task id>`, declared on the very connection
+   that will publish; a second claimant gets RESOURCE_LOCKED and waits. The broker drops the claim when
+   that connection ends, and no frame of an ended connection is processed afterwards, so a crashed or
+   cut-off publisher cannot publish behind the next claimant's back;
+2. catches up: it appends a barrier entry to the ledger and waits until its reader has seen it, so the
+   index holds everything the ledger had when the claim was granted (one barrier serves every claim
+   granted before it was sent);
+3. counts the task as existing if the ledger holds the id, publishes it otherwise, and drops the claim.
+"""
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import amqp.exceptions
+import kombu
+
+LEDGER = "portico.celery.ledger"
+CLAIM_PREFIX = "portico.celery.claim."
+LEDGER_ARGUMENTS: dict[str, Any] = {
+    "x-queue-type": "stream",
+    "x-max-age": "7D",
+    "x-max-length-bytes": 1024**3,
+    "x-stream-max-segment-size-bytes": 16 * 1024**2,
+}
+WINDOW_SECONDS = 7 * 24 * 3600
+SCOPE_HEADER = "portico_scope"
+BARRIER_HEADER = "portico_barrier"
+PREFETCH = 1000
+RECONNECT_SECONDS = 1.0
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger could not be read up to date in time; the task was not published (retryable)."""
+
+
+class ClaimedElsewhereError(Exception):
+    """Another creator held the task id's claim until the deadline (retryable)."""
+
+
+class StreamLedger:
+    """Reads the ledger in a background thread (its own connection) and answers whether a task id of
+    this scope has been published within the window."""
+
+    def __init__(
+        self,
+        connection: kombu.Connection,
+        *,
+        name: str = LEDGER,
+        scope: str = "",
+        window_seconds: float = WINDOW_SECONDS,
+    ) -> None:
+        self.name = name
+        self.scope = scope
+        self._window = window_seconds
+        self._connection = connection.clone()
+        self._ids: OrderedDict[str, float] = OrderedDict()
+        """Task id → when published (publisher's clock), oldest first."""
+        self._seen_barriers: set[str] = set()
+        self._next_offset: int | None = None
+        self._changed = threading.Condition()
+        self._barrier_lock = threading.Lock()
+        self._pending_barrier: tuple[str, float] | None = None
+        self._declared = threading.Event()
+        self._closed = threading.Event()
+        self._error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._bound: set[tuple[int, str]] = set()
+
+    # --- the publishing side (called from publisher threads) ------------------------------------
+
+    def prepare(self, connection: kombu.Connection, exchange: kombu.Exchange) -> None:
+        """Create the ledger unless it exists (an existing one is used as it is, whatever its retention
+        policy), bind it to `exchange` under its own name (only messages with the ledger in `BCC` reach
+        it), and start reading it."""
+        key = (id(connection.connection), exchange.name)
+        if key in self._bound:
+            return
+        if not self._declared.is_set():
+            channel = connection.channel()
+            try:
+                channel.queue_declare(self.name, passive=True)
+            except amqp.exceptions.NotFound:
+                channel = connection.channel()
+                channel.queue_declare(self.name, durable=True, auto_delete=False, arguments=LEDGER_ARGUMENTS)
+            with contextlib.suppress(Exception):
+                channel.close()
+            self._declared.set()
+        self._start_reader()
+        channel = connection.default_channel
+        exchange(channel).declare()
+        channel.queue_bind(self.name, exchange=exchange.name, routing_key=self.name)
+        self._bound.add(key)
+
+    def contains(self, task_id: str) -> bool:
+        with self._changed:
+            return task_id in self._ids
+
+    def record(self, task_id: str, published_at: float) -> None:
+        with self._changed:
+            self._ids[task_id] = published_at
+            self._ids.move_to_end(task_id)
+
+    def catch_up(self, producer: kombu.Producer, deadline: float) -> None:
+        """Return once the index holds every entry appended to the ledger before this call."""
+        token = self._barrier(producer, time.monotonic())
+        with self._changed:
+            while token not in self._seen_barriers:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    detail = f": {self._error}" if self._error else ""
+                    raise LedgerUnavailableError(f"the ledger {self.name!r} was not read up to date in time{detail}")
+                self._changed.wait(min(left, 0.5))
+
+    def _barrier(self, producer: kombu.Producer, asked_at: float) -> str:
+        """A barrier token sent after `asked_at`: the one in flight if it was sent after that, else a
+        new one (group commit: concurrent claims share one barrier)."""
+        with self._barrier_lock:
+            pending = self._pending_barrier
+            if pending is not None and pending[1] >= asked_at:
+                return pending[0]
+            token = uuid.uuid4().hex
+            self._pending_barrier = (token, time.monotonic())
+            producer.publish(
+                b"",
+                exchange="",
+                routing_key=self.name,
+                headers={BARRIER_HEADER: token},
+                delivery_mode=2,
+            )
+            return token
+
+    # --- the reading side (the reader thread) ----------------------------------------------------
+
+    def _start_reader(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(target=self._read, name=f"ledger-{self.name}", daemon=True)
+                self._thread.start()
+
+    def _read(self) -> None:
+        start: Any = datetime.fromtimestamp(time.time() - self._window, UTC)
+        while not self._closed.is_set():
+            if self._next_offset is not None:
+                start = self._next_offset
+            try:
+                self._consume(start)
+            except Exception as exc:  # any broker trouble: reconnect and go on where it stopped
+                self._error = f"{type(exc).__name__}: {exc}"[:300]
+                self._closed.wait(RECONNECT_SECONDS)
+
+    def _consume(self, start: Any) -> None:
+        with self._connection.clone() as connection:
+            connection.ensure_connection(max_retries=1)
+            channel = connection.channel()
+            channel.basic_qos(0, PREFETCH, False)
+            channel.basic_consume(
+                self.name, callback=lambda message: self._on_entry(channel, message),
+                arguments={"x-stream-offset": start},
+            )  # fmt: skip
+            self._error = None
+            while not self._closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    connection.drain_events(timeout=0.5)
+
+    def _on_entry(self, channel: Any, message: Any) -> None:
+        headers = message.properties.get("application_headers") or {}
+        offset = headers.get("x-stream-offset")
+        with self._changed:
+            if isinstance(offset, int):
+                self._next_offset = offset + 1
+            barrier = headers.get(BARRIER_HEADER)
+            if barrier is not None:
+                self._seen_barriers.add(str(barrier))
+                if len(self._seen_barriers) > 10_000:
+                    self._seen_barriers.clear()
+                    self._seen_barriers.add(str(barrier))
+                self._changed.notify_all()
+            elif headers.get(SCOPE_HEADER) == self.scope and isinstance(headers.get("id"), str):
+                timestamp = message.properties.get("timestamp")
+                if isinstance(timestamp, datetime):
+                    published = timestamp.replace(tzinfo=timestamp.tzinfo or UTC).timestamp()
+                else:
+                    published = float(timestamp) if isinstance(timestamp, int | float) else time.time()
+                self._ids[headers["id"]] = published
+                self._ids.move_to_end(headers["id"])
+                self._forget_before(time.time() - self._window)
+        channel.basic_ack(message.delivery_tag)
+
+    def _forget_before(self, oldest: float) -> None:
+        while self._ids:
+            first, published = next(iter(self._ids.items()))
+            if published >= oldest:
+                return
+            del self._ids[first]
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def claimed(connection: kombu.Connection, task_id: str, deadline: float) -> Iterator[None]:
+    """Hold the task id's claim (an exclusive queue on `connection`, the one that publishes) for the
+    block; wait while another connection holds it."""
+    name = CLAIM_PREFIX + task_id
+    pause = 0.01
+    while True:
+        channel = _claim_channel(connection)
+        try:
+            channel.queue_declare(name, exclusive=True, auto_delete=False)
+            break
+        except amqp.exceptions.ResourceLocked:
+            if time.monotonic() + pause > deadline:
+                raise ClaimedElsewhereError(f"task {task_id} is being published by another creator") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+    try:
+        yield
+    finally:
+        channel.queue_delete(name, nowait=True)
+
+
+def _claim_channel(connection: kombu.Connection) -> Any:
+    """A channel of `connection` kept for claims (a refused claim closes it; then a new one)."""
+    transport_connection = connection.connection
+    channel = getattr(connection, "_portico_claim_channel", None)
+    if channel is None or not channel.is_open or channel.connection is not transport_connection:
+        channel = connection.channel()
+        connection._portico_claim_channel = channel  # type: ignore[attr-defined]
+    return channel
