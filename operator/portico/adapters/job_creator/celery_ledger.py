@@ -23,34 +23,32 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import amqp.exceptions
 import kombu
 
 LEDGER = "portico.celery.ledger"
-CLAIM_PREFIX = "portico.celery.claim."
 LEDGER_ARGUMENTS: dict[str, Any] = {
     "x-queue-type": "stream",
     "x-max-age": "7D",
     "x-max-length-bytes": 1024**3,
     "x-stream-max-segment-size-bytes": 16 * 1024**2,
 }
+NOT_FOUND = 404
+ACCESS_REFUSED = 403
 WINDOW_SECONDS = 7 * 24 * 3600
 SCOPE_HEADER = "portico_scope"
 BARRIER_HEADER = "portico_barrier"
-PREFETCH = 1000
+WANT_HEADER = "portico_want"
+PREFETCH = 2000
+ACK_EVERY = 500
 RECONNECT_SECONDS = 1.0
 
 
 class LedgerUnavailableError(Exception):
     """The ledger could not be read up to date in time; the task was not published (retryable)."""
-
-
-class ClaimedElsewhereError(Exception):
-    """Another creator held the task id's claim until the deadline (retryable)."""
 
 
 class StreamLedger:
@@ -77,15 +75,20 @@ class StreamLedger:
         self._barrier_lock = threading.Lock()
         self._pending_barrier: tuple[str, float] | None = None
         self._declared = threading.Event()
+        self._reading = threading.Event()
         self._closed = threading.Event()
         self._error: str | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._bound: set[tuple[int, str]] = set()
+        self._unacked = 0
+        self._last_tag: int | None = None
+        self.on_want: Callable[[str], None] | None = None
+        """Called (on the reader thread) with the claim another creator asks for."""
 
     # --- the publishing side (called from publisher threads) ------------------------------------
 
-    def prepare(self, connection: kombu.Connection, exchange: kombu.Exchange) -> None:
+    def prepare(self, connection: kombu.Connection, exchange: kombu.Exchange, deadline: float) -> None:
         """Create the ledger unless it exists (an existing one is used as it is, whatever its retention
         policy), bind it to `exchange` under its own name (only messages with the ledger in `BCC` reach
         it), and start reading it."""
@@ -96,13 +99,19 @@ class StreamLedger:
             channel = connection.channel()
             try:
                 channel.queue_declare(self.name, passive=True)
-            except amqp.exceptions.NotFound:
+            except connection.channel_errors as exc:
+                if getattr(exc, "code", None) != NOT_FOUND:
+                    raise
                 channel = connection.channel()
                 channel.queue_declare(self.name, durable=True, auto_delete=False, arguments=LEDGER_ARGUMENTS)
             with contextlib.suppress(Exception):
                 channel.close()
             self._declared.set()
         self._start_reader()
+        # A new stream takes a moment before it accepts messages; the reader's subscription shows it does.
+        if not self._reading.wait(max(0.0, deadline - time.monotonic())):
+            detail = f": {self._error}" if self._error else ""
+            raise LedgerUnavailableError(f"the ledger {self.name!r} cannot be read{detail}")
         channel = connection.default_channel
         exchange(channel).declare()
         channel.queue_bind(self.name, exchange=exchange.name, routing_key=self.name)
@@ -125,8 +134,16 @@ class StreamLedger:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     detail = f": {self._error}" if self._error else ""
-                    raise LedgerUnavailableError(f"the ledger {self.name!r} was not read up to date in time{detail}")
+                    raise LedgerUnavailableError(
+                        f"the ledger {self.name!r} was not read up to date in time{detail}"
+                    )
                 self._changed.wait(min(left, 0.5))
+
+    def ask_for(self, producer: kombu.Producer, claim: str) -> None:
+        """Ask the holder of `claim` to give it up (it reads the ledger too)."""
+        producer.publish(
+            b"", exchange="", routing_key=self.name, headers={WANT_HEADER: claim}, delivery_mode=1
+        )
 
     def _barrier(self, producer: kombu.Producer, asked_at: float) -> str:
         """A barrier token sent after `asked_at`: the one in flight if it was sent after that, else a
@@ -163,7 +180,7 @@ class StreamLedger:
                 self._consume(start)
             except Exception as exc:  # any broker trouble: reconnect and go on where it stopped
                 self._error = f"{type(exc).__name__}: {exc}"[:300]
-                self._closed.wait(RECONNECT_SECONDS)
+                self._closed.wait(RECONNECT_SECONDS if self._reading.is_set() else 0.1)
 
     def _consume(self, start: Any) -> None:
         with self._connection.clone() as connection:
@@ -175,9 +192,19 @@ class StreamLedger:
                 arguments={"x-stream-offset": start},
             )  # fmt: skip
             self._error = None
+            self._reading.set()
+            self._unacked = 0
             while not self._closed.is_set():
-                with contextlib.suppress(TimeoutError):
-                    connection.drain_events(timeout=0.5)
+                try:
+                    connection.drain_events(timeout=0.05)
+                except TimeoutError:
+                    self._ack_all(channel)
+
+    def _ack_all(self, channel: Any) -> None:
+        """While idle: grant the stream its credit back."""
+        if self._unacked and self._last_tag is not None:
+            channel.basic_ack(self._last_tag, multiple=True)
+            self._unacked = 0
 
     def _on_entry(self, channel: Any, message: Any) -> None:
         headers = message.properties.get("application_headers") or {}
@@ -192,6 +219,9 @@ class StreamLedger:
                     self._seen_barriers.clear()
                     self._seen_barriers.add(str(barrier))
                 self._changed.notify_all()
+            elif headers.get(WANT_HEADER) is not None:
+                if self.on_want is not None:
+                    self.on_want(str(headers[WANT_HEADER]))
             elif headers.get(SCOPE_HEADER) == self.scope and isinstance(headers.get("id"), str):
                 timestamp = message.properties.get("timestamp")
                 if isinstance(timestamp, datetime):
@@ -201,7 +231,11 @@ class StreamLedger:
                 self._ids[headers["id"]] = published
                 self._ids.move_to_end(headers["id"])
                 self._forget_before(time.time() - self._window)
-        channel.basic_ack(message.delivery_tag)
+        self._last_tag = message.delivery_tag
+        self._unacked += 1
+        if self._unacked >= ACK_EVERY:
+            channel.basic_ack(message.delivery_tag, multiple=True)
+            self._unacked = 0
 
     def _forget_before(self, oldest: float) -> None:
         while self._ids:
@@ -214,35 +248,3 @@ class StreamLedger:
         self._closed.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-@contextlib.contextmanager
-def claimed(connection: kombu.Connection, task_id: str, deadline: float) -> Iterator[None]:
-    """Hold the task id's claim (an exclusive queue on `connection`, the one that publishes) for the
-    block; wait while another connection holds it."""
-    name = CLAIM_PREFIX + task_id
-    pause = 0.01
-    while True:
-        channel = _claim_channel(connection)
-        try:
-            channel.queue_declare(name, exclusive=True, auto_delete=False)
-            break
-        except amqp.exceptions.ResourceLocked:
-            if time.monotonic() + pause > deadline:
-                raise ClaimedElsewhereError(f"task {task_id} is being published by another creator") from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
-    try:
-        yield
-    finally:
-        channel.queue_delete(name, nowait=True)
-
-
-def _claim_channel(connection: kombu.Connection) -> Any:
-    """A channel of `connection` kept for claims (a refused claim closes it; then a new one)."""
-    transport_connection = connection.connection
-    channel = getattr(connection, "_portico_claim_channel", None)
-    if channel is None or not channel.is_open or channel.connection is not transport_connection:
-        channel = connection.channel()
-        connection._portico_claim_channel = channel  # type: ignore[attr-defined]
-    return channel

@@ -29,14 +29,8 @@ import kombu
 import kombu.exceptions
 from pydantic import Field
 
-from portico.adapters.job_creator.celery_ledger import (
-    LEDGER,
-    SCOPE_HEADER,
-    ClaimedElsewhereError,
-    LedgerUnavailableError,
-    StreamLedger,
-    claimed,
-)
+from portico.adapters.job_creator.celery_ledger import LEDGER, LedgerUnavailableError, StreamLedger
+from portico.adapters.job_creator.celery_rabbitmq import RabbitMQPublisher, ShardBusyError
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
@@ -133,9 +127,10 @@ class CeleryJobCreator(JobCreator):
             import redis
 
             self._redis = redis.Redis.from_url(broker_url, socket_timeout=min(10.0, deadline))
-        self._ledger: StreamLedger | None = None
+        self._rabbitmq: RabbitMQPublisher | None = None
         if not self._uses_redis:
-            self._ledger = StreamLedger(self._connection, name=ledger, scope=scope)
+            ledger_reader = StreamLedger(self._connection, name=ledger, scope=scope)
+            self._rabbitmq = RabbitMQPublisher(self._connection, ledger_reader, lanes=threads)
         self._remember = remember
         self._published: OrderedDict[str, Job] = OrderedDict()
         self._closed = False
@@ -148,8 +143,9 @@ class CeleryJobCreator(JobCreator):
 
     def _close_sync(self) -> None:
         self._threads.shutdown(wait=True)
-        if self._ledger is not None:
-            self._ledger.close()
+        if self._rabbitmq is not None:
+            self._rabbitmq.close()
+            self._rabbitmq.ledger.close()
         self._pool.force_close_all()
         self._connection.release()
         if self._redis is not None:
@@ -181,11 +177,8 @@ class CeleryJobCreator(JobCreator):
             raise JobCreationError(f"{what}: the payload is not valid JSON: {exc}", retryable=False) from None
         tid = task_id(key)
         body, headers = task_message(task, tid, payload, origin=self.origin, metadata=metadata or {})
-        loop = asyncio.get_running_loop()
         try:
-            existing = await asyncio.wait_for(
-                loop.run_in_executor(self._threads, self._publish, tid, queue, body, headers), self._deadline
-            )
+            existing = await asyncio.wait_for(self._publish(tid, queue, body, headers), self._deadline)
         except TimeoutError:
             raise JobCreationError(
                 f"{what}: no confirmation within {self._deadline:.0f}s", retryable=True
@@ -193,7 +186,7 @@ class CeleryJobCreator(JobCreator):
         except (kombu.exceptions.KombuError, OSError, ConnectionError) as exc:
             detail = str(exc).replace(self._connection.as_uri(include_password=True), self.broker)
             raise JobCreationError(f"{what}: {type(exc).__name__}: {detail}"[:500], retryable=True) from None
-        except (_InFlight, ClaimedElsewhereError):
+        except (_InFlight, ShardBusyError):
             raise JobCreationError(
                 f"{what}: task {tid} is being published by another attempt", retryable=True
             ) from None
@@ -216,47 +209,14 @@ class CeleryJobCreator(JobCreator):
         job.existing = existing
         return job
 
-    def _publish(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
-        """Publish (in a worker thread); True if the task had been published before."""
-        if self._ledger is not None:
-            return self._publish_rabbitmq(self._ledger, tid, queue, body, headers)
-        return self._publish_redis(tid, queue, body, headers)
-
-    def _publish_rabbitmq(
-        self, ledger: StreamLedger, tid: str, queue: str, body: Any, headers: dict[str, Any]
-    ) -> bool:
-        """Claim the id, catch up with the ledger, publish unless the ledger has it (celery_ledger)."""
-        deadline = time.monotonic() + self._deadline
-        exchange = kombu.Exchange(queue, "direct", durable=True)
-        with self._pool.acquire(block=True, timeout=self._deadline) as connection:
-            try:
-                connection.ensure_connection(max_retries=3, interval_start=0.1, interval_step=0.5)
-                ledger.prepare(connection, exchange)
-                with claimed(connection, tid, deadline):
-                    producer = connection.Producer()
-                    ledger.catch_up(producer, deadline)
-                    if ledger.contains(tid):
-                        return True
-                    published_at = time.time()
-                    producer.publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=queue,
-                        declare=[kombu.Queue(queue, exchange, routing_key=queue, durable=True)],
-                        serializer="json",
-                        headers={**headers, "BCC": [ledger.name], SCOPE_HEADER: ledger.scope},
-                        correlation_id=tid,
-                        delivery_mode=2,
-                        timestamp=int(published_at),
-                    )
-                    ledger.record(tid, published_at)
-            except (ClaimedElsewhereError, LedgerUnavailableError):
-                raise
-            except BaseException:
-                # No retry on this connection: its claim may be gone. The next use reconnects.
-                connection.collect()
-                raise
-        return False
+    async def _publish(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
+        """Publish; True if the task had been published before."""
+        if self._rabbitmq is not None:
+            exchange = kombu.Exchange(queue, "direct", durable=True)
+            deadline = time.monotonic() + self._deadline
+            return await self._rabbitmq.publish(tid, exchange, queue, body, headers, deadline)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._publish_redis, tid, queue, body, headers)
 
     def _publish_redis(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
         marker = MARKER_PREFIX + tid

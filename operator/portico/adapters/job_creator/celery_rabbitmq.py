@@ -1,0 +1,267 @@
+"""Publishing Celery tasks to RabbitMQ so that a task id goes out once, whichever creator, replica or
+restart publishes it.
+
+Task ids fall into `SHARDS` shards. To publish an id, a creator must hold its shard's claim: the one
+exclusive consumer of a small queue `portico.celery.claim.<scope hash>.<shard>`, registered on the very
+connection that publishes. Right after taking a claim the creator catches up with the ledger
+(celery_ledger), so while it holds the claim its index knows every id of that shard that was ever
+published (within the window): by others before, by itself since. The broker drops a claim when its
+connection ends and processes no frame of an ended connection afterwards, so a crashed or cut-off
+creator cannot publish behind the next holder's back.
+
+Claims are kept while used (no extra round trip per task when one creator does the publishing) and
+given up after `HOLD_IDLE_SECONDS` unused or `HOLD_MAX_SECONDS` held, so another replica (webhooks are
+served by every replica) gets the shard within about a second.
+
+Each connection belongs to one lane: a thread that runs that connection's work (kombu is synchronous
+and a connection serves one thread); a task id's shard decides its lane.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import queue as queue_module
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import kombu
+
+from portico.adapters.job_creator.celery_ledger import (
+    ACCESS_REFUSED,
+    SCOPE_HEADER,
+    LedgerUnavailableError,
+    StreamLedger,
+)
+
+SHARDS = 64
+CLAIM_PREFIX = "portico.celery.claim."
+CLAIM_QUEUE_ARGUMENTS = {"x-expires": 24 * 3600 * 1000}
+HOLD_IDLE_SECONDS = 5.0
+HOLD_MAX_SECONDS = 10.0
+TICK_SECONDS = 0.05
+ASK_EVERY_SECONDS = 0.1
+
+
+class ShardBusyError(Exception):
+    """Another connection holds the task id's shard; try again shortly."""
+
+
+def shard_of(task_id: str) -> int:
+    return uuid.UUID(task_id).int % SHARDS
+
+
+class Lane:
+    """One connection and the thread that uses it, with the shard claims held on that connection."""
+
+    def __init__(
+        self, connection: kombu.Connection, index: int, claim_prefix: str, ledger: StreamLedger
+    ) -> None:
+        self.connection = connection
+        self._claim_prefix = claim_prefix
+        self._ledger = ledger
+        self.wanted: set[int] = set()
+        """Shards another creator asked for (added by the ledger's reader)."""
+        self._asked: dict[int, float] = {}
+        self._transport: Any = None
+        self._held: dict[int, tuple[float, float]] = {}
+        """Shard → (claimed at, last used), monotonic."""
+        self._claim_channel: Any = None
+        self._declared: set[int] = set()
+        self._work: queue_module.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None]
+        self._work = queue_module.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"celery-lane-{index}", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], Any]) -> "asyncio.Future[Any]":
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._work.put((work, future))
+        return asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self._work.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._work.get(timeout=TICK_SECONDS)
+            except queue_module.Empty:
+                self._release_stale()
+                continue
+            if item is None:
+                break
+            work, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            self._release_stale()
+        with contextlib.suppress(Exception):
+            self.connection.release()
+
+    # --- claims (on the lane's thread only) --------------------------------------------------------
+
+    def hold(self, shard: int) -> bool:
+        """Hold the shard's claim; True if it was taken just now (the caller must catch up)."""
+        now = time.monotonic()
+        if self.connection.connection is not self._transport:
+            self.forget_claims()  # a new connection holds none of the old one's claims
+            self._transport = self.connection.connection
+        held = self._held.get(shard)
+        if held is not None:
+            self._held[shard] = (held[0], now)
+            return False
+        name = f"{self._claim_prefix}{shard}"
+        channel = self._channel()
+        try:
+            if shard not in self._declared:
+                channel.queue_declare(name, durable=True, auto_delete=False, arguments=CLAIM_QUEUE_ARGUMENTS)
+                self._declared.add(shard)
+            channel.basic_consume(name, consumer_tag=f"claim-{shard}", exclusive=True, callback=_ignore)
+        except self.connection.channel_errors as exc:
+            if getattr(exc, "code", None) != ACCESS_REFUSED:
+                raise
+            if now - self._asked.get(shard, 0.0) >= ASK_EVERY_SECONDS:
+                self._asked[shard] = now
+                self._ledger.ask_for(self.connection.Producer(), name)
+            raise ShardBusyError(shard) from None
+        self._asked.pop(shard, None)
+        self._held[shard] = (now, now)
+        return True
+
+    def release(self, shard: int) -> None:
+        if self._held.pop(shard, None) is not None:
+            self._claim_channel.basic_cancel(f"claim-{shard}", nowait=True)
+
+    def forget_claims(self) -> None:
+        """After a connection failure: its claims are gone with it."""
+        self._held.clear()
+        self._declared.clear()
+        self._claim_channel = None
+
+    def _channel(self) -> Any:
+        transport = self.connection.connection
+        channel = self._claim_channel
+        if channel is None or not channel.is_open or channel.connection is not transport:
+            channel = self._claim_channel = self.connection.channel()
+        return channel
+
+    def _release_stale(self) -> None:
+        if not self._held:
+            return
+        now = time.monotonic()
+        for shard, (claimed_at, used_at) in list(self._held.items()):
+            wanted = shard in self.wanted
+            if wanted or now - used_at >= HOLD_IDLE_SECONDS or now - claimed_at >= HOLD_MAX_SECONDS:
+                self.wanted.discard(shard)
+                del self._held[shard]
+                try:
+                    self._claim_channel.basic_cancel(f"claim-{shard}", nowait=True)
+                except Exception:
+                    self.connection.collect()
+                    self.forget_claims()
+                    return
+
+
+def _ignore(message: Any) -> None:
+    """Claim queues carry no messages."""
+
+
+class RabbitMQPublisher:
+    """Publishes task messages through `lanes` connections, each task id once (see the module)."""
+
+    def __init__(self, connection: kombu.Connection, ledger: StreamLedger, *, lanes: int) -> None:
+        self.ledger = ledger
+        scope_hash = hashlib.sha256(f"{ledger.name}\0{ledger.scope}".encode()).hexdigest()[:16]
+        self._claim_prefix = f"{CLAIM_PREFIX}{scope_hash}."
+        self._lanes = [Lane(connection.clone(), i, self._claim_prefix, ledger) for i in range(lanes)]
+        ledger.on_want = self._wanted
+
+    def _wanted(self, claim: str) -> None:
+        if claim.startswith(self._claim_prefix) and claim[len(self._claim_prefix) :].isdigit():
+            shard = int(claim[len(self._claim_prefix) :])
+            if 0 <= shard < SHARDS:
+                self._lanes[shard % len(self._lanes)].wanted.add(shard)
+
+    async def publish(
+        self,
+        tid: str,
+        exchange: kombu.Exchange,
+        routing_key: str,
+        body: Any,
+        headers: dict[str, Any],
+        deadline: float,
+    ) -> bool:
+        """Publish unless published before (then True); waits while another creator holds the shard."""
+        shard = shard_of(tid)
+        lane = self._lanes[shard % len(self._lanes)]
+        pause = 0.01
+        while True:
+            try:
+                return bool(
+                    await lane.submit(
+                        lambda: self._publish(
+                            lane, shard, tid, exchange, routing_key, body, headers, deadline
+                        )
+                    )
+                )
+            except ShardBusyError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.2)
+
+    def _publish(
+        self,
+        lane: Lane,
+        shard: int,
+        tid: str,
+        exchange: kombu.Exchange,
+        routing_key: str,
+        body: Any,
+        headers: dict[str, Any],
+        deadline: float,
+    ) -> bool:
+        connection = lane.connection
+        try:
+            connection.ensure_connection(max_retries=3, interval_start=0.1, interval_step=0.5)
+            self.ledger.prepare(connection, exchange, deadline)
+            producer = connection.Producer()
+            if lane.hold(shard):
+                try:
+                    self.ledger.catch_up(producer, deadline)
+                except LedgerUnavailableError:
+                    lane.release(shard)
+                    raise
+            if self.ledger.contains(tid):
+                return True
+            published_at = time.time()
+            producer.publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                declare=[kombu.Queue(routing_key, exchange, routing_key=routing_key, durable=True)],
+                serializer="json",
+                headers={**headers, "BCC": [self.ledger.name], SCOPE_HEADER: self.ledger.scope},
+                correlation_id=tid,
+                delivery_mode=2,
+                timestamp=int(published_at),
+            )
+            self.ledger.record(tid, published_at)
+            return False
+        except (ShardBusyError, LedgerUnavailableError):
+            raise
+        except BaseException:
+            # No retry on this connection: its claims may be gone with it. The next use reconnects.
+            connection.collect()
+            lane.forget_claims()
+            raise
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.close()
