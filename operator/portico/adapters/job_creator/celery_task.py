@@ -300,6 +300,7 @@ class CeleryTarget(JobTarget[CeleryTargetSpec]):
                 task_names=spec.task_names,
                 queue=spec.queue,
                 origin=f"portico/{context.ref}",
+                scope=str(context.ref),
                 deadline=spec.timeout_seconds,
             )
         except ValueError as exc:
