@@ -185,7 +185,10 @@ async def test_rabbitmq_a_task_published_before_a_crash_is_not_published_again(
     script = tmp_path / "crashing_publisher.py"
     script.write_text(CRASHING_PUBLISHER)
     crashed = subprocess.run(
-        [sys.executable, str(script), rabbitmq.url, queue, "run-7"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), rabbitmq.url, queue, "run-7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert crashed.returncode == 0, crashed.stderr
     assert crashed.stdout.split() == [task_id("run-7"), "False"]
