@@ -1,21 +1,16 @@
-"""What makes a Celery task id published once on RabbitMQ, across restarts, redeliveries and replicas.
+"""The ledger that lets a Celery publisher on RabbitMQ know whether a task id was ever published.
 
-RabbitMQ cannot be asked whether a message was ever published, so the broker keeps a ledger: a stream
-queue (`portico.celery.ledger`, kept for 7 days). Each task is published ONCE, to the Celery exchange,
-with a `BCC` header naming the ledger: the broker routes that one message both to the Celery queue and
-to the ledger (or, if it fails, to neither), and strips the header before delivery.
+RabbitMQ cannot be asked whether a message was published, so it keeps a ledger: a stream queue
+(`portico.celery.ledger`; 7 days, at most 1 GiB, unless it already exists with other limits). A task is
+published ONCE, to the Celery exchange, with a `BCC` header naming the ledger: the broker routes that
+one message both to the Celery queue and to the ledger (the exchange is bound to the ledger under the
+ledger's name, so only messages that name it reach it) and strips the header before delivery.
 
-A creator reads the ledger from its start (the retention window) with a stream consumer, keeping the
-ids of its own scope (its trigger) in memory. Before publishing a task id, a creator
-
-1. claims the id: an exclusive queue `portico.celery.claim.<task id>`, declared on the very connection
-   that will publish; a second claimant gets RESOURCE_LOCKED and waits. The broker drops the claim when
-   that connection ends, and no frame of an ended connection is processed afterwards, so a crashed or
-   cut-off publisher cannot publish behind the next claimant's back;
-2. catches up: it appends a barrier entry to the ledger and waits until its reader has seen it, so the
-   index holds everything the ledger had when the claim was granted (one barrier serves every claim
-   granted before it was sent);
-3. counts the task as existing if the ledger holds the id, publishes it otherwise, and drops the claim.
+`StreamLedger` reads the ledger from the start of its window with a stream consumer on its own
+connection and keeps the task ids of its scope (its trigger) in memory. `catch_up` appends a barrier
+entry and waits until the reader has seen it: the index then holds every id the ledger had before the
+call. Concurrent callers share one barrier (group commit). Who may publish which id when is decided by
+claims (celery_rabbitmq).
 """
 
 import contextlib
@@ -103,7 +98,15 @@ class StreamLedger:
                 if getattr(exc, "code", None) != NOT_FOUND:
                     raise
                 channel = connection.channel()
-                channel.queue_declare(self.name, durable=True, auto_delete=False, arguments=LEDGER_ARGUMENTS)
+                try:
+                    channel.queue_declare(
+                        self.name, durable=True, auto_delete=False, arguments=LEDGER_ARGUMENTS
+                    )
+                except connection.channel_errors as refused:
+                    raise LedgerUnavailableError(
+                        f"cannot create the ledger stream {self.name!r} (needs RabbitMQ 3.9 or later with "
+                        f"the stream_queue feature flag enabled): {refused}"
+                    ) from None
             with contextlib.suppress(Exception):
                 channel.close()
             self._declared.set()

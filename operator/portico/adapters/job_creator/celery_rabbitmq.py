@@ -9,9 +9,11 @@ published (within the window): by others before, by itself since. The broker dro
 connection ends and processes no frame of an ended connection afterwards, so a crashed or cut-off
 creator cannot publish behind the next holder's back.
 
-Claims are kept while used (no extra round trip per task when one creator does the publishing) and
-given up after `HOLD_IDLE_SECONDS` unused or `HOLD_MAX_SECONDS` held, so another replica (webhooks are
-served by every replica) gets the shard within about a second.
+Claims are kept while used, so a creator that does all the publishing pays no extra round trip per
+task. One that is refused a claim asks for it with a `want` entry in the ledger; the holder, reading
+the ledger, gives it up within a tick (webhooks are served by every replica, so two creators may well
+need the same shard). Claims are also given up after `HOLD_IDLE_SECONDS` unused and `HOLD_MAX_SECONDS`
+held.
 
 Each connection belongs to one lane: a thread that runs that connection's work (kombu is synchronous
 and a connection serves one thread); a task id's shard decides its lane.
@@ -37,7 +39,7 @@ from portico.adapters.job_creator.celery_ledger import (
     StreamLedger,
 )
 
-SHARDS = 64
+SHARDS = 16
 CLAIM_PREFIX = "portico.celery.claim."
 CLAIM_QUEUE_ARGUMENTS = {"x-expires": 24 * 3600 * 1000}
 HOLD_IDLE_SECONDS = 5.0
