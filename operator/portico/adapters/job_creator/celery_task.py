@@ -4,12 +4,13 @@ RabbitMQ or Redis, for Python teams whose workers already run Celery.
 The task name is the job type (or what `taskNames` maps it to), the payload becomes the task's kwargs,
 and the task id is a UUID derived from the job's idempotency key, so every retry of one job carries the
 same id. On RabbitMQ a message counts as accepted once the broker confirmed it (publisher confirms); on
-Redis once it is in the list. An id already published is not published again: this creator remembers
-the ids it published, and on Redis a marker key (`portico:celery:<task id>`) makes that hold across
-restarts and replicas as well.
+Redis once it is in the list. An id already published is not published again, by this creator, a new
+one after a restart, or another replica: on Redis a marker key (`portico:celery:<task id>`) says so; on
+RabbitMQ a ledger stream that receives every task with the same publish, read under per-shard claims
+(celery_rabbitmq, celery_ledger).
 
-kombu is synchronous: publishing runs on a small thread pool, with one pooled broker connection per
-thread, so the event loop never blocks.
+kombu is synchronous: publishing runs on a few threads, each with its own broker connection, so the
+event loop never blocks.
 """
 
 import asyncio
