@@ -36,7 +36,6 @@ ACCESS_REFUSED = 403
 WINDOW_SECONDS = 7 * 24 * 3600
 SCOPE_HEADER = "portico_scope"
 BARRIER_HEADER = "portico_barrier"
-WANT_HEADER = "portico_want"
 PREFETCH = 2000
 ACK_EVERY = 500
 RECONNECT_SECONDS = 1.0
@@ -78,8 +77,16 @@ class StreamLedger:
         self._bound: set[tuple[int, str]] = set()
         self._unacked = 0
         self._last_tag: int | None = None
-        self.on_want: Callable[[str], None] | None = None
-        """Called (on the reader thread) with the claim another creator asks for."""
+        self.quiet: Callable[[], bool] = lambda: False
+        """True while nobody else can add an entry of this scope (its owner holds every claim, caught
+        up): the reader then stops reading until `resume` (or a catch-up) asks it to go on."""
+        self._state = threading.Lock()
+        self._paused = False
+        self._resume_from: str | None = None
+        """How to go on: "next" (what is appended from now on) or "where" (where it stopped)."""
+        self._wake = threading.Event()
+        self._resumed = threading.Event()
+        self._waiting = 0
 
     # --- the publishing side (called from publisher threads) ------------------------------------
 
@@ -131,6 +138,31 @@ class StreamLedger:
 
     def catch_up(self, producer: kombu.Producer, deadline: float) -> None:
         """Return once the index holds every entry appended to the ledger before this call."""
+        with self._state:
+            self._waiting += 1
+            self._resume_locked("where")
+        try:
+            self._catch_up(producer, deadline)
+        finally:
+            with self._state:
+                self._waiting -= 1
+
+    def resume(self, *, skip: bool, timeout: float = 5.0) -> bool:
+        """Make a stopped reader read again; `skip`: only what is appended from now on (the caller still
+        holds every claim, so what it skips is its own). With `skip`, True once the reader reads again
+        (then the caller may give up a claim), False if that took longer than `timeout`."""
+        with self._state:
+            if not self._paused:
+                return True
+            self._resume_locked("next" if skip else "where")
+        return not skip or self._resumed.wait(timeout)
+
+    def _resume_locked(self, how: str) -> None:
+        if self._paused and self._resume_from != "where":
+            self._resume_from = how
+            self._wake.set()
+
+    def _catch_up(self, producer: kombu.Producer, deadline: float) -> None:
         token = self._barrier(producer, time.monotonic())
         with self._changed:
             while token not in self._seen_barriers:
@@ -141,12 +173,6 @@ class StreamLedger:
                         f"the ledger {self.name!r} was not read up to date in time{detail}"
                     )
                 self._changed.wait(min(left, 0.5))
-
-    def ask_for(self, producer: kombu.Producer, claim: str) -> None:
-        """Ask the holder of `claim` to give it up (it reads the ledger too)."""
-        producer.publish(
-            b"", exchange="", routing_key=self.name, headers={WANT_HEADER: claim}, delivery_mode=1
-        )
 
     def _barrier(self, producer: kombu.Producer, asked_at: float) -> str:
         """A barrier token sent after `asked_at`: the one in flight if it was sent after that, else a
@@ -190,18 +216,58 @@ class StreamLedger:
             connection.ensure_connection(max_retries=1)
             channel = connection.channel()
             channel.basic_qos(0, PREFETCH, False)
-            channel.basic_consume(
-                self.name, callback=lambda message: self._on_entry(channel, message),
-                arguments={"x-stream-offset": start},
-            )  # fmt: skip
+            tag = self._subscribe(channel, start)
             self._error = None
             self._reading.set()
-            self._unacked = 0
             while not self._closed.is_set():
                 try:
                     connection.drain_events(timeout=0.05)
                 except TimeoutError:
                     self._ack_all(channel)
+                if self._waiting == 0 and self.quiet():
+                    self._ack_all(channel)
+                    tag = self._pause_while_quiet(channel, tag)
+
+    def _subscribe(self, channel: Any, start: Any) -> str:
+        self._unacked = 0
+        self._last_tag = None
+        return str(
+            channel.basic_consume(
+                self.name, callback=lambda message: self._on_entry(channel, message),
+                arguments={"x-stream-offset": start},
+            )
+        )  # fmt: skip
+
+    def _pause_while_quiet(self, channel: Any, tag: str) -> str:
+        """Stop reading while nobody else can append an entry of this scope; go on when asked."""
+        with self._state:
+            if self._waiting or not self.quiet():
+                return tag
+            channel.basic_cancel(tag)
+            self._paused = True
+            self._resumed.clear()
+            self._wake.clear()
+            self._resume_from = None
+        while not self._wake.wait(0.5):
+            if self._closed.is_set():
+                return tag
+        while True:
+            with self._state:
+                how = self._resume_from
+            if how == "next":
+                start: Any = "next"
+            elif self._next_offset is not None:
+                start = self._next_offset
+            else:
+                start = datetime.fromtimestamp(time.time() - self._window, UTC)
+            tag = self._subscribe(channel, start)
+            with self._state:
+                if how == "where" or self._resume_from != "where":
+                    self._paused = False
+                    break
+            channel.basic_cancel(tag)  # asked meanwhile to read where it stopped after all
+        self._resumed.set()
+        return tag
 
     def _ack_all(self, channel: Any) -> None:
         """While idle: grant the stream its credit back."""
@@ -222,9 +288,6 @@ class StreamLedger:
                     self._seen_barriers.clear()
                     self._seen_barriers.add(str(barrier))
                 self._changed.notify_all()
-            elif headers.get(WANT_HEADER) is not None:
-                if self.on_want is not None:
-                    self.on_want(str(headers[WANT_HEADER]))
             elif headers.get(SCOPE_HEADER) == self.scope and isinstance(headers.get("id"), str):
                 timestamp = message.properties.get("timestamp")
                 if isinstance(timestamp, datetime):
@@ -249,5 +312,6 @@ class StreamLedger:
 
     def close(self) -> None:
         self._closed.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

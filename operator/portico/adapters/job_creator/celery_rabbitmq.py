@@ -10,10 +10,15 @@ connection ends and processes no frame of an ended connection afterwards, so a c
 creator cannot publish behind the next holder's back.
 
 Claims are kept while used, so a creator that does all the publishing pays no extra round trip per
-task. One that is refused a claim asks for it with a `want` entry in the ledger; the holder, reading
-the ledger, gives it up within a tick (webhooks are served by every replica, so two creators may well
-need the same shard). Claims are also given up after `HOLD_IDLE_SECONDS` unused and `HOLD_MAX_SECONDS`
-held.
+task. One that is refused a claim asks for it with a message in the claim queue, which reaches the
+holder (its exclusive consumer); the holder gives it up within a tick (webhooks are served by every
+replica, so two creators may well need the same shard). Claims unused for `HOLD_IDLE_SECONDS` are given
+up too.
+
+While a creator holds every shard of its scope and has caught up with each, nobody else can add an
+entry of that scope: its reader stops reading the ledger (its own tasks are in its index already).
+Before giving up a claim it makes the reader go on with what is appended from then on; after losing
+its connection (claims gone at an unknown moment) the reader goes on from where it stopped.
 
 Each connection belongs to one lane: a thread that runs that connection's work (kombu is synchronous
 and a connection serves one thread); a task id's shard decides its lane.
@@ -43,9 +48,9 @@ SHARDS = 16
 CLAIM_PREFIX = "portico.celery.claim."
 CLAIM_QUEUE_ARGUMENTS = {"x-expires": 24 * 3600 * 1000}
 HOLD_IDLE_SECONDS = 5.0
-HOLD_MAX_SECONDS = 10.0
 TICK_SECONDS = 0.05
 ASK_EVERY_SECONDS = 0.1
+WANT_EXPIRES_SECONDS = 1.0
 
 
 class ShardBusyError(Exception):
@@ -60,18 +65,23 @@ class Lane:
     """One connection and the thread that uses it, with the shard claims held on that connection."""
 
     def __init__(
-        self, connection: kombu.Connection, index: int, claim_prefix: str, ledger: StreamLedger
+        self, connection: kombu.Connection, index: int, claim_prefix: str, ledger: StreamLedger, me: str
     ) -> None:
         self.connection = connection
         self._claim_prefix = claim_prefix
         self._ledger = ledger
+        self._me = me
         self.wanted: set[int] = set()
-        """Shards another creator asked for (added by the ledger's reader)."""
+        """Shards another creator asked for."""
+        self.ready: set[int] = set()
+        """Shards held and caught up with: the index knows all their ids."""
         self._asked: dict[int, float] = {}
         self._transport: Any = None
         self._held: dict[int, tuple[float, float]] = {}
         """Shard → (claimed at, last used), monotonic."""
-        self._claim_channel: Any = None
+        self._channels: dict[int, Any] = {}
+        """Shard → the channel its claim is on."""
+        self._spares: list[Any] = []
         self._declared: set[int] = set()
         self._work: queue_module.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None]
         self._work = queue_module.SimpleQueue()
@@ -92,6 +102,7 @@ class Lane:
             try:
                 item = self._work.get(timeout=TICK_SECONDS)
             except queue_module.Empty:
+                self._listen()
                 self._release_stale()
                 continue
             if item is None:
@@ -119,59 +130,103 @@ class Lane:
             self._held[shard] = (held[0], now)
             return False
         name = f"{self._claim_prefix}{shard}"
-        channel = self._channel()
+        channel = self._spare_channel()
         try:
             if shard not in self._declared:
                 channel.queue_declare(name, durable=True, auto_delete=False, arguments=CLAIM_QUEUE_ARGUMENTS)
                 self._declared.add(shard)
-            channel.basic_consume(name, consumer_tag=f"claim-{shard}", exclusive=True, callback=_ignore)
+            channel.basic_consume(
+                name, consumer_tag=f"claim-{shard}", exclusive=True, no_ack=True, callback=self._on_want
+            )
         except self.connection.channel_errors as exc:
             if getattr(exc, "code", None) != ACCESS_REFUSED:
                 raise
             if now - self._asked.get(shard, 0.0) >= ASK_EVERY_SECONDS:
                 self._asked[shard] = now
-                self._ledger.ask_for(self.connection.Producer(), name)
+                self.connection.Producer().publish(
+                    b"", exchange="", routing_key=name, headers={"by": self._me}, delivery_mode=1,
+                    expiration=WANT_EXPIRES_SECONDS,
+                )  # fmt: skip
             raise ShardBusyError(shard) from None
         self._asked.pop(shard, None)
         self._held[shard] = (now, now)
+        self._channels[shard] = self._spares.pop()
         return True
 
-    def release(self, shard: int) -> None:
+    def _on_want(self, message: Any) -> None:
+        """A message in a claim queue: another creator asks for that shard."""
+        tag = str(message.delivery_info.get("consumer_tag", ""))
+        if (message.headers or {}).get("by") != self._me and tag.startswith("claim-"):
+            self.wanted.add(int(tag.removeprefix("claim-")))
+
+    def _listen(self) -> None:
+        """While idle: take in what arrived on the connection (requests for claims)."""
+        if not self._held:
+            return
+        try:
+            self.connection.drain_events(timeout=0.001)
+        except TimeoutError:
+            pass
+        except Exception:
+            self.connection.collect()
+            self.forget_claims()
+
+    def release(self, shard: int) -> bool:
+        """Give the claim up, once the reader reads what others may append from now on."""
+        if shard not in self._held:
+            return True
+        self.ready.discard(shard)
+        if not self._ledger.resume(skip=True):
+            self.ready.add(shard)
+            return False
+        del self._held[shard]
+        self._cancel(shard)
+        return True
+
+    def drop(self, shard: int) -> None:
+        """Give up a claim that was never caught up with."""
         if self._held.pop(shard, None) is not None:
-            self._claim_channel.basic_cancel(f"claim-{shard}", nowait=True)
+            self.ready.discard(shard)
+            self._cancel(shard)
+
+    def _cancel(self, shard: int) -> None:
+        channel = self._channels.pop(shard)
+        channel.basic_cancel(f"claim-{shard}", nowait=True)
+        self._spares.append(channel)
 
     def forget_claims(self) -> None:
-        """After a connection failure: its claims are gone with it."""
+        """After a connection failure: its claims went with it, at a moment nobody knows."""
+        self.ready.clear()
+        self._ledger.resume(skip=False)
         self._held.clear()
         self._declared.clear()
-        self._claim_channel = None
+        self._channels.clear()
+        self._spares.clear()
 
-    def _channel(self) -> Any:
-        transport = self.connection.connection
-        channel = self._claim_channel
-        if channel is None or not channel.is_open or channel.connection is not transport:
-            channel = self._claim_channel = self.connection.channel()
-        return channel
+    def _spare_channel(self) -> Any:
+        """A channel without a claim, for trying to take one: a refusal closes the channel, and with it
+        every claim on it, so each claim has a channel of its own."""
+        while self._spares:
+            channel = self._spares[-1]
+            if channel.is_open and channel.connection is self.connection.connection:
+                return channel
+            self._spares.pop()
+        self._spares.append(self.connection.channel())
+        return self._spares[-1]
 
     def _release_stale(self) -> None:
         if not self._held:
             return
         now = time.monotonic()
-        for shard, (claimed_at, used_at) in list(self._held.items()):
-            wanted = shard in self.wanted
-            if wanted or now - used_at >= HOLD_IDLE_SECONDS or now - claimed_at >= HOLD_MAX_SECONDS:
-                self.wanted.discard(shard)
-                del self._held[shard]
+        for shard, (_, used_at) in list(self._held.items()):
+            if shard in self.wanted or now - used_at >= HOLD_IDLE_SECONDS:
                 try:
-                    self._claim_channel.basic_cancel(f"claim-{shard}", nowait=True)
+                    if self.release(shard):
+                        self.wanted.discard(shard)
                 except Exception:
                     self.connection.collect()
                     self.forget_claims()
                     return
-
-
-def _ignore(message: Any) -> None:
-    """Claim queues carry no messages."""
 
 
 class RabbitMQPublisher:
@@ -181,14 +236,12 @@ class RabbitMQPublisher:
         self.ledger = ledger
         scope_hash = hashlib.sha256(f"{ledger.name}\0{ledger.scope}".encode()).hexdigest()[:16]
         self._claim_prefix = f"{CLAIM_PREFIX}{scope_hash}."
-        self._lanes = [Lane(connection.clone(), i, self._claim_prefix, ledger) for i in range(lanes)]
-        ledger.on_want = self._wanted
+        me = uuid.uuid4().hex
+        self._lanes = [Lane(connection.clone(), i, self._claim_prefix, ledger, me) for i in range(lanes)]
+        ledger.quiet = self._holds_every_shard
 
-    def _wanted(self, claim: str) -> None:
-        if claim.startswith(self._claim_prefix) and claim[len(self._claim_prefix) :].isdigit():
-            shard = int(claim[len(self._claim_prefix) :])
-            if 0 <= shard < SHARDS:
-                self._lanes[shard % len(self._lanes)].wanted.add(shard)
+    def _holds_every_shard(self) -> bool:
+        return sum(len(lane.ready) for lane in self._lanes) == SHARDS
 
     async def publish(
         self,
@@ -238,8 +291,9 @@ class RabbitMQPublisher:
                 try:
                     self.ledger.catch_up(producer, deadline)
                 except LedgerUnavailableError:
-                    lane.release(shard)
+                    lane.drop(shard)
                     raise
+                lane.ready.add(shard)
             if self.ledger.contains(tid):
                 return True
             published_at = time.time()
