@@ -74,7 +74,6 @@ class StreamLedger:
         self._error: str | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._bound: set[tuple[int, str]] = set()
         self._unacked = 0
         self._last_tag: int | None = None
         self.quiet: Callable[[], bool] = lambda: False
@@ -94,9 +93,6 @@ class StreamLedger:
         """Create the ledger unless it exists (an existing one is used as it is, whatever its retention
         policy), bind it to `exchange` under its own name (only messages with the ledger in `BCC` reach
         it), and start reading it."""
-        key = (id(connection.connection), exchange.name)
-        if key in self._bound:
-            return
         if not self._declared.is_set():
             channel = connection.channel()
             try:
@@ -125,7 +121,6 @@ class StreamLedger:
         channel = connection.default_channel
         exchange(channel).declare()
         channel.queue_bind(self.name, exchange=exchange.name, routing_key=self.name)
-        self._bound.add(key)
 
     def contains(self, task_id: str) -> bool:
         with self._changed:

@@ -77,6 +77,9 @@ class Lane:
         """Shards held and caught up with: the index knows all their ids."""
         self._asked: dict[int, float] = {}
         self._transport: Any = None
+        self._producer: kombu.Producer | None = None
+        self.declared: set[str] = set()
+        """Celery queues declared (with their exchange and binding to the ledger) on this connection."""
         self._held: dict[int, tuple[float, float]] = {}
         """Shard → (claimed at, last used), monotonic."""
         self._channels: dict[int, Any] = {}
@@ -122,9 +125,6 @@ class Lane:
     def hold(self, shard: int) -> bool:
         """Hold the shard's claim; True if it was taken just now (the caller must catch up)."""
         now = time.monotonic()
-        if self.connection.connection is not self._transport:
-            self.forget_claims()  # a new connection holds none of the old one's claims
-            self._transport = self.connection.connection
         held = self._held.get(shard)
         if held is not None:
             self._held[shard] = (held[0], now)
@@ -152,6 +152,18 @@ class Lane:
         self._held[shard] = (now, now)
         self._channels[shard] = self._spares.pop()
         return True
+
+    def connect(self) -> kombu.Producer:
+        """The lane's connection, connected, and a producer on it. A new connection holds none of the
+        old one's claims and none of its declarations."""
+        if not self.connection.connected:
+            self.connection.ensure_connection(max_retries=3, interval_start=0.1, interval_step=0.5)
+        transport = self.connection.connection
+        if transport is not self._transport or self._producer is None:
+            self.forget_claims()
+            self._transport = transport
+            self._producer = self.connection.Producer()
+        return self._producer
 
     def _on_want(self, message: Any) -> None:
         """A message in a claim queue: another creator asks for that shard."""
@@ -202,6 +214,8 @@ class Lane:
         self._declared.clear()
         self._channels.clear()
         self._spares.clear()
+        self.declared.clear()
+        self._producer = None
 
     def _spare_channel(self) -> Any:
         """A channel without a claim, for trying to take one: a refusal closes the channel, and with it
@@ -284,9 +298,13 @@ class RabbitMQPublisher:
     ) -> bool:
         connection = lane.connection
         try:
-            connection.ensure_connection(max_retries=3, interval_start=0.1, interval_step=0.5)
-            self.ledger.prepare(connection, exchange, deadline)
-            producer = connection.Producer()
+            producer = lane.connect()
+            if routing_key not in lane.declared:
+                self.ledger.prepare(connection, exchange, deadline)
+                producer.maybe_declare(
+                    kombu.Queue(routing_key, exchange, routing_key=routing_key, durable=True)
+                )
+                lane.declared.add(routing_key)
             if lane.hold(shard):
                 try:
                     self.ledger.catch_up(producer, deadline)
@@ -299,9 +317,8 @@ class RabbitMQPublisher:
             published_at = time.time()
             producer.publish(
                 body,
-                exchange=exchange,
+                exchange=exchange.name,
                 routing_key=routing_key,
-                declare=[kombu.Queue(routing_key, exchange, routing_key=routing_key, durable=True)],
                 serializer="json",
                 headers={**headers, "BCC": [self.ledger.name], SCOPE_HEADER: self.ledger.scope},
                 correlation_id=tid,
