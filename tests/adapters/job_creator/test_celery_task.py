@@ -238,21 +238,92 @@ async def test_rabbitmq_two_creators_publishing_the_same_ids_at_once_make_one_ta
 
 
 async def test_rabbitmq_a_creator_hands_its_claims_over_on_request(rabbitmq: Any) -> None:
-    """A creator that keeps publishing holds its shards; another one asking for a shard gets it well
-    within its deadline (here shorter than the time a shard is kept unused)."""
+    """A creator that holds every shard stops reading the ledger; another one asking for the shards gets
+    them well within its deadline (shorter than the time a shard is kept unused), and what it
+    published is known to the first one when it takes them back."""
     queue = f"q-{uuid.uuid4().hex[:8]}"
     first = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/hook", threads=2)
     second = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/hook", threads=2, deadline=3)
+    keys = [f"k-{n}" for n in range(200)]  # every shard
     try:
-        published = [await first.create_job("t", {}, idempotency_key=f"k-{n}") for n in range(30)]
-        again = [await second.create_job("t", {}, idempotency_key=f"k-{n}") for n in range(30)]
-        new = await second.create_job("t", {}, idempotency_key="k-new")
-        back = await first.create_job("t", {}, idempotency_key="k-new")
+        published = [await first.create_job("t", {}, idempotency_key=key) for key in keys]
+        assert first._rabbitmq is not None
+        for _ in range(100):
+            if first._rabbitmq.ledger.stopped:
+                break
+            time.sleep(0.05)
+        assert first._rabbitmq.ledger.stopped, "holding every shard, the reader stops"
+        again = [await second.create_job("t", {}, idempotency_key=key) for key in keys]
+        new = [await second.create_job("t", {}, idempotency_key=f"new-{key}") for key in keys]
+        back = [await first.create_job("t", {}, idempotency_key=f"new-{key}") for key in keys]
     finally:
         await first.close()
         await second.close()
     assert not any(job.existing for job in published) and all(job.existing for job in again)
-    assert not new.existing and back.existing
+    assert not any(job.existing for job in new) and all(job.existing for job in back)
+
+
+async def test_rabbitmq_three_replicas_and_a_restart_publish_each_id_once(rabbitmq: Any) -> None:
+    """Three creators asked for the same 300 keys in random order, then again after one restarted:
+    300 tasks in the queue."""
+    import asyncio
+    import random
+
+    import aio_pika
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    keys = [f"d-{n}" for n in range(300)]
+    replicas = [CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/x", threads=t) for t in (2, 4, 8)]
+    try:
+        calls = [(replica, key) for key in keys for replica in replicas]
+        random.shuffle(calls)
+        first = await asyncio.gather(*(r.create_job("t", {}, idempotency_key=k) for r, k in calls))
+        await replicas[0].close()
+        replicas[0] = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/x")
+        second = await asyncio.gather(
+            *(r.create_job("t", {}, idempotency_key=k) for r in replicas for k in keys)
+        )
+    finally:
+        for replica in replicas:
+            await replica.close()
+    assert sum(not job.existing for job in first) == 300 and all(job.existing for job in second)
+    connection = await aio_pika.connect(rabbitmq.url)
+    try:
+        declared = await (await connection.channel()).declare_queue(queue, passive=True)
+    finally:
+        await connection.close()
+    assert declared.declaration_result.message_count == 300
+
+
+async def test_rabbitmq_the_ledger_survives_a_broker_restart(rabbitmq: Any) -> None:
+    """The ledger is a durable stream: a creator started after the broker restarted still finds what
+    was published before, and the creator that lived through the restart goes on."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    before = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/restart", deadline=20)
+    try:
+        first = await before.create_job("t", {}, idempotency_key="before")
+        rabbitmq.restart()
+        during = await _eventually_created(before, "during")
+    finally:
+        await before.close()
+    after = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/restart")
+    try:
+        replays = [await after.create_job("t", {}, idempotency_key=key) for key in ("before", "during")]
+    finally:
+        await after.close()
+    assert not first.existing and not during.existing and all(job.existing for job in replays)
+
+
+async def _eventually_created(creator: CeleryJobCreator, key: str) -> Any:
+    import asyncio
+
+    for _ in range(60):
+        try:
+            return await creator.create_job("t", {}, idempotency_key=key)
+        except JobCreationError as exc:
+            assert exc.retryable
+            await asyncio.sleep(0.5)
+    raise AssertionError("never accepted after the restart")
 
 
 async def test_rabbitmq_other_scopes_do_not_hide_a_task(rabbitmq: Any) -> None:

@@ -122,6 +122,12 @@ class StreamLedger:
         exchange(channel).declare()
         channel.queue_bind(self.name, exchange=exchange.name, routing_key=self.name)
 
+    @property
+    def stopped(self) -> bool:
+        """The reader stopped reading: nobody else can append an entry of this scope right now."""
+        with self._state:
+            return self._paused
+
     def contains(self, task_id: str) -> bool:
         with self._changed:
             return task_id in self._ids

@@ -122,6 +122,13 @@ class CeleryJobCreator(JobCreator):
             broker_url, connect_timeout=min(5.0, deadline), transport_options=options
         )
         self._pool = self._connection.Pool(limit=threads)
+        self._broker_errors: tuple[type[BaseException], ...] = (
+            kombu.exceptions.KombuError,
+            OSError,
+            ConnectionError,
+            *self._connection.connection_errors,
+            *self._connection.channel_errors,
+        )
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="celery-publish")
         self._redis: Any = None
         if self._uses_redis:
@@ -184,7 +191,7 @@ class CeleryJobCreator(JobCreator):
             raise JobCreationError(
                 f"{what}: no confirmation within {self._deadline:.0f}s", retryable=True
             ) from None
-        except (kombu.exceptions.KombuError, OSError, ConnectionError) as exc:
+        except self._broker_errors as exc:
             detail = str(exc).replace(self._connection.as_uri(include_password=True), self.broker)
             raise JobCreationError(f"{what}: {type(exc).__name__}: {detail}"[:500], retryable=True) from None
         except (_InFlight, ShardBusyError):
