@@ -338,3 +338,31 @@ async def test_rabbitmq_other_scopes_do_not_hide_a_task(rabbitmq: Any) -> None:
         await one.close()
         await two.close()
     assert not first.existing and not second.existing
+
+
+async def test_rabbitmq_a_creator_whose_connections_dropped_reads_what_it_missed(rabbitmq: Any) -> None:
+    """A creator holding every shard (reader stopped) loses its publishing connections: its claims are
+    gone, another creator publishes in every shard; asked for those keys, the first one knows them."""
+    import socket
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    first = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/drop", threads=2)
+    second = CeleryJobCreator(rabbitmq.url, queue=queue, scope="ns/drop", threads=2, deadline=5)
+    keys = [f"k-{n}" for n in range(200)]
+    try:
+        for key in keys:
+            await first.create_job("t", {}, idempotency_key=key)
+        assert first._rabbitmq is not None
+        for _ in range(100):
+            if first._rabbitmq.ledger.stopped:
+                break
+            time.sleep(0.05)
+        assert first._rabbitmq.ledger.stopped
+        for lane in first._rabbitmq._lanes:
+            lane.connection.connection.sock.shutdown(socket.SHUT_RDWR)
+        new = [await second.create_job("t", {}, idempotency_key=f"new-{key}") for key in keys]
+        back = [await _eventually_created(first, f"new-{key}") for key in keys]
+    finally:
+        await first.close()
+        await second.close()
+    assert not any(job.existing for job in new) and all(job.existing for job in back)

@@ -82,6 +82,9 @@ class StreamLedger:
         self._state = threading.Lock()
         self._paused = False
         self._resume_from: str | None = None
+        self._skipped_from: Any = None
+        """Where the first skip since the last full read began: the place to read again from."""
+        self._reread = False
         """How to go on: "next" (what is appended from now on) or "where" (where it stopped)."""
         self._wake = threading.Event()
         self._resumed = threading.Event()
@@ -149,10 +152,13 @@ class StreamLedger:
                 self._waiting -= 1
 
     def resume(self, *, skip: bool, timeout: float = 5.0) -> bool:
-        """Make a stopped reader read again; `skip`: only what is appended from now on (the caller still
-        holds every claim, so what it skips is its own). With `skip`, True once the reader reads again
-        (then the caller may give up a claim), False if that took longer than `timeout`."""
+        """Make a stopped reader read again. `skip`: only what is appended from now on (the caller still
+        holds every claim, so what it skips is its own); True once the reader reads again (then the
+        caller may give up a claim), False if that took longer than `timeout`. Without `skip` (claims
+        lost at a moment nobody knows): read again all that was ever skipped."""
         with self._state:
+            if not skip:
+                self._reread = True
             if not self._paused:
                 return True
             self._resume_locked("next" if skip else "where")
@@ -225,9 +231,19 @@ class StreamLedger:
                     connection.drain_events(timeout=0.05)
                 except TimeoutError:
                     self._ack_all(channel)
+                if self._reread:
+                    tag = self._read_skipped_again(channel, tag)
                 if self._waiting == 0 and self.quiet():
                     self._ack_all(channel)
                     tag = self._pause_while_quiet(channel, tag)
+
+    def _read_skipped_again(self, channel: Any, tag: str) -> str:
+        with self._state:
+            start, self._skipped_from, self._reread = self._skipped_from, None, False
+        if start is None:
+            return tag
+        channel.basic_cancel(tag)
+        return self._subscribe(channel, start)
 
     def _subscribe(self, channel: Any, start: Any) -> str:
         self._unacked = 0
@@ -255,12 +271,17 @@ class StreamLedger:
         while True:
             with self._state:
                 how = self._resume_from
-            if how == "next":
-                start: Any = "next"
-            elif self._next_offset is not None:
-                start = self._next_offset
-            else:
-                start = datetime.fromtimestamp(time.time() - self._window, UTC)
+                stopped_at: Any = self._next_offset
+                if stopped_at is None:
+                    stopped_at = datetime.fromtimestamp(time.time() - self._window, UTC)
+                if how == "next":
+                    start: Any = "next"
+                    if self._skipped_from is None:
+                        self._skipped_from = stopped_at
+                else:
+                    start = self._skipped_from if self._skipped_from is not None else stopped_at
+                    self._skipped_from = None
+                    self._reread = False
             tag = self._subscribe(channel, start)
             with self._state:
                 if how == "where" or self._resume_from != "where":
