@@ -139,6 +139,7 @@ class StreamLedger:
         with self._changed:
             self._ids[task_id] = published_at
             self._ids.move_to_end(task_id)
+            self._forget_before(time.time() - self._window)
 
     def catch_up(self, producer: kombu.Producer, deadline: float) -> None:
         """Return once the index holds every entry appended to the ledger before this call."""

@@ -149,6 +149,7 @@ class Lane:
                 )  # fmt: skip
             raise ShardBusyError(shard) from None
         self._asked.pop(shard, None)
+        self.wanted.discard(shard)  # a request older than this claim was for an earlier holder
         self._held[shard] = (now, now)
         self._channels[shard] = self._spares.pop()
         return True
