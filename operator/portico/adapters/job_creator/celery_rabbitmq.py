@@ -85,7 +85,7 @@ class Lane:
         self._channels: dict[int, Any] = {}
         """Shard → the channel its claim is on."""
         self._spares: list[Any] = []
-        self._declared: set[int] = set()
+        self._claim_queues: set[int] = set()
         self._work: queue_module.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None]
         self._work = queue_module.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"celery-lane-{index}", daemon=True)
@@ -132,9 +132,9 @@ class Lane:
         name = f"{self._claim_prefix}{shard}"
         channel = self._spare_channel()
         try:
-            if shard not in self._declared:
+            if shard not in self._claim_queues:
                 channel.queue_declare(name, durable=True, auto_delete=False, arguments=CLAIM_QUEUE_ARGUMENTS)
-                self._declared.add(shard)
+                self._claim_queues.add(shard)
             channel.basic_consume(
                 name, consumer_tag=f"claim-{shard}", exclusive=True, no_ack=True, callback=self._on_want
             )
@@ -212,7 +212,7 @@ class Lane:
         self.ready.clear()
         self._ledger.resume(skip=False)
         self._held.clear()
-        self._declared.clear()
+        self._claim_queues.clear()
         self._channels.clear()
         self._spares.clear()
         self.declared.clear()
