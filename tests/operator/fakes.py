@@ -14,6 +14,7 @@ from portico.operator.resource import Resource
 from portico.operator.status import ObjectStatus, StatusPatcher
 from portico.ports.job_creator import Job
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
+from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.common.emitter import JobEmitter
@@ -66,6 +67,8 @@ class FakeTrigger(JobTrigger):
     def get_health(self) -> TriggerHealth:
         return self.emitter.health(is_running=self.running, source_status={"webhookPath": self.spec.label})
 
+
+class OnDemandFakeTrigger(FakeTrigger, RunsOnDemand):
     async def run_now(self, token: str) -> Job:
         return await self.emitter.emit(idempotency_key=f"{self.context.ref.key}:run-now:{token}")
 
@@ -76,12 +79,14 @@ class FakeSource(TriggerSource[FakeSpec]):
 
     def __init__(self) -> None:
         self.built: list[FakeTrigger] = []
+        self.on_demand = True
+        """Whether its triggers can run on demand (the run-now annotation)."""
 
     def secret_refs(self, spec: FakeSpec) -> list[SecretRef]:
         return [spec.secret] if spec.secret else []
 
     def build(self, spec: FakeSpec, context: TriggerContext) -> JobTrigger:
-        trigger = FakeTrigger(spec, context)
+        trigger = (OnDemandFakeTrigger if self.on_demand else FakeTrigger)(spec, context)
         self.built.append(trigger)
         return trigger
 

@@ -177,3 +177,30 @@ async def test_a_targets_own_creator_serves_its_trigger_and_is_closed_after_it(e
     assert target.built[1].closed and source.built[-1].context.job_creator is shared
     await registry.remove("uid-1")
     assert not shared_closed
+
+
+@pytest.mark.looptime
+async def test_run_now_on_a_source_that_cannot_run_on_demand_says_so(env: Any) -> None:
+    registry, source, _, events, creator = env
+    source.on_demand = False
+    await registry.apply(resource())
+    await registry.apply(resource(annotations={"triggers.portico.dev/run-now": "a"}))
+    assert not creator.jobs
+    assert events.events[-1] == (
+        "Warning",
+        "RunNowUnsupported",
+        "Manual run 'a' ignored: the fake source cannot run on demand.",
+    )
+
+
+@pytest.mark.looptime
+async def test_run_now_on_a_suspended_trigger_says_it_is_not_running(env: Any) -> None:
+    registry, _, _, events, creator = env
+    suspended = resource(annotations={"triggers.portico.dev/run-now": "a"})
+    await registry.apply(replace(suspended, spec={**suspended.spec, "suspend": True}))
+    assert not creator.jobs
+    assert events.events[-1] == (
+        "Warning",
+        "RunNowUnsupported",
+        "Manual run 'a' ignored: the trigger is not running.",
+    )

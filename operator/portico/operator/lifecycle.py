@@ -25,6 +25,7 @@ from portico.operator.status import StatusWriter
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_target import JobTarget, TargetContext
 from portico.ports.job_trigger import JobTrigger, TriggerStartError
+from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import EventType, TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 
@@ -248,17 +249,17 @@ class Lifecycle:
         if not token or token == managed.run_now_seen:
             return
         managed.run_now_seen = token
-        run_now = getattr(managed.trigger, "run_now", None)
-        if run_now is None:
-            self._event(
-                managed,
-                "Warning",
-                "RunNowUnsupported",
-                f"{RUN_NOW_ANNOTATION} is only supported by running schedule triggers.",
+        trigger = managed.trigger
+        if not isinstance(trigger, RunsOnDemand):
+            why = (
+                "the trigger is not running"
+                if trigger is None
+                else f"the {managed.source} source cannot run on demand"
             )
+            self._event(managed, "Warning", "RunNowUnsupported", f"Manual run {token!r} ignored: {why}.")
             return
         try:
-            job = await run_now(token)
+            job = await trigger.run_now(token)
         except JobCreationError as exc:
             self._event(managed, "Warning", "RunNowFailed", f"Manual run {token!r} failed: {exc}")
             return

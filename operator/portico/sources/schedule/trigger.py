@@ -25,6 +25,7 @@ from portico.domain.model import SpecModel
 from portico.domain.trigger import PRIORITY_MAX, PRIORITY_MIN, JobTemplate, TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
+from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.common.emitter import JobEmitter
@@ -302,7 +303,7 @@ class _Run:
         return scheduled + timedelta(milliseconds=int(fraction * span_ms))
 
 
-class ScheduleTrigger(JobTrigger):
+class ScheduleTrigger(JobTrigger, RunsOnDemand):
     """Creates a job at every scheduled time of each of its schedules.
 
     Library use: `ScheduleTrigger(job_creator=..., schedules=[ScheduleConfig(cron="0 9 * * *",
