@@ -26,6 +26,13 @@ class FakeSpec(SpecModel):
     label: str = Field(default="x", description="Label.")
     fail: str | None = Field(default=None, description="Make start() fail with this message.")
     secret: SecretRef | None = Field(default=None, description="A Secret read at start.")
+    report: dict[str, Any] | None = Field(
+        default=None, description="More source status keys to report, declared or not."
+    )
+
+
+class FakeStatus(SpecModel):
+    label: str | None = Field(default=None, description="The spec's label.")
 
 
 JOURNAL: list[tuple[str, str]] = []
@@ -65,7 +72,8 @@ class FakeTrigger(JobTrigger):
         return self.running
 
     def get_health(self) -> TriggerHealth:
-        return self.emitter.health(is_running=self.running, source_status={"webhookPath": self.spec.label})
+        status = {"label": self.spec.label, **(self.spec.report or {})}
+        return self.emitter.health(is_running=self.running, source_status=status)
 
 
 class OnDemandFakeTrigger(FakeTrigger, RunsOnDemand):
@@ -76,6 +84,7 @@ class OnDemandFakeTrigger(FakeTrigger, RunsOnDemand):
 class FakeSource(TriggerSource[FakeSpec]):
     name: ClassVar[str] = "fake"
     spec_model: ClassVar[type[SpecModel]] = FakeSpec
+    status_model: ClassVar[type[SpecModel]] = FakeStatus
 
     def __init__(self) -> None:
         self.built: list[FakeTrigger] = []

@@ -29,6 +29,7 @@ from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.common.emitter import JobEmitter
+from portico.sources.schedule.status import ScheduleStatus
 from portico.sources.schedule.timing import (
     Clock,
     ScheduledCall,
@@ -738,6 +739,7 @@ class ScheduleSource(TriggerSource[ScheduleSpec]):
 
     name = "schedule"
     spec_model = ScheduleSpec
+    status_model = ScheduleStatus
 
     def __init__(self, *, clock: Clock = wall_clock, max_concurrent_fires: int = 256) -> None:
         self._clock = clock
