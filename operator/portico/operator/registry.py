@@ -72,9 +72,6 @@ class TriggerRegistry:
     def __len__(self) -> int:
         return len(self._triggers)
 
-    def get(self, uid: str) -> ManagedTrigger | None:
-        return self._triggers.get(uid)
-
     def managed(self) -> list[ManagedTrigger]:
         return list(self._triggers.values())
 
