@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from portico.domain.timestamps import rfc3339
 from portico.domain.trigger import TriggerRef
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.managed import ManagedTrigger, log_fields
-from portico.operator.projection import json_value, rfc3339
+from portico.operator.projection import json_value
 from portico.operator.resource import (
     RUN_NOW_ANNOTATION,
     ParsedSpec,

@@ -4,17 +4,14 @@ The status writer decides when and how it is written."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from portico.domain.timestamps import rfc3339
 from portico.operator.managed import ManagedTrigger
 from portico.ports.job_trigger import TriggerHealth
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def json_value(value: Any) -> Any:
