@@ -142,13 +142,6 @@ class TriggerCollector(Collector):
         patch_errors = CounterMetricFamily("portico_status_patch_errors", "Status patches that failed.")
         patch_errors.add_metric([], self.status_writer.errors)
         yield patch_errors
-        conflicts = CounterMetricFamily(
-            "portico_status_patch_conflicts",
-            "Counter additions re-read and written again because another writer (a replica, a restarted "
-            "operator) changed the object first.",
-        )
-        conflicts.add_metric([], self.status_writer.conflicts)
-        yield conflicts
         if self.events is not None:
             posted = CounterMetricFamily("portico_events_posted", "Kubernetes Events posted.")
             posted.add_metric([], self.events.posted)
