@@ -50,9 +50,10 @@ FULL_STATUS: dict[str, Any] = {
 
 
 def test_everything_the_operator_writes_survives_a_round_trip(kubectl: Kubectl) -> None:
-    from portico.operator.resource import JobTriggerStatus
+    from portico.operator.resource_status import status_model
+    from portico.sources.catalog import SOURCE_CLASSES
 
-    model_fields = {f.alias for f in JobTriggerStatus.model_fields.values()}
+    model_fields = {f.alias for f in status_model(SOURCE_CLASSES).model_fields.values()}
     assert set(FULL_STATUS) == model_fields, "the sample covers every status field"
     kubectl.apply(trigger_manifest("t", {"schedule": {"cron": "0 9 * * *"}}))
     kubectl(

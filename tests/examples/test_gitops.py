@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from portico.operator.resource import JobTriggerStatus
+from portico.operator.resource_status import status_model
+from portico.sources.catalog import SOURCE_CLASSES
 from tests.conftest import EXAMPLES_DIR
 
 GITOPS = EXAMPLES_DIR / "gitops"
 HEALTH_KEY = "resource.customizations.health.triggers.portico.dev_JobTrigger"
+JobTriggerStatus = status_model(SOURCE_CLASSES)
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -14,6 +14,7 @@ from portico.operator.resource import Resource
 from portico.operator.status import ObjectStatus, StatusPatcher
 from portico.ports.job_creator import Job
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
+from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.common.emitter import JobEmitter
@@ -25,6 +26,13 @@ class FakeSpec(SpecModel):
     label: str = Field(default="x", description="Label.")
     fail: str | None = Field(default=None, description="Make start() fail with this message.")
     secret: SecretRef | None = Field(default=None, description="A Secret read at start.")
+    report: dict[str, Any] | None = Field(
+        default=None, description="More source status keys to report, declared or not."
+    )
+
+
+class FakeStatus(SpecModel):
+    label: str | None = Field(default=None, description="The spec's label.")
 
 
 JOURNAL: list[tuple[str, str]] = []
@@ -64,8 +72,11 @@ class FakeTrigger(JobTrigger):
         return self.running
 
     def get_health(self) -> TriggerHealth:
-        return self.emitter.health(is_running=self.running, source_status={"webhookPath": self.spec.label})
+        status = {"label": self.spec.label, **(self.spec.report or {})}
+        return self.emitter.health(is_running=self.running, source_status=status)
 
+
+class OnDemandFakeTrigger(FakeTrigger, RunsOnDemand):
     async def run_now(self, token: str) -> Job:
         return await self.emitter.emit(idempotency_key=f"{self.context.ref.key}:run-now:{token}")
 
@@ -73,15 +84,18 @@ class FakeTrigger(JobTrigger):
 class FakeSource(TriggerSource[FakeSpec]):
     name: ClassVar[str] = "fake"
     spec_model: ClassVar[type[SpecModel]] = FakeSpec
+    status_model: ClassVar[type[SpecModel]] = FakeStatus
 
     def __init__(self) -> None:
         self.built: list[FakeTrigger] = []
+        self.on_demand = True
+        """Whether its triggers can run on demand (the run-now annotation)."""
 
     def secret_refs(self, spec: FakeSpec) -> list[SecretRef]:
         return [spec.secret] if spec.secret else []
 
     def build(self, spec: FakeSpec, context: TriggerContext) -> JobTrigger:
-        trigger = FakeTrigger(spec, context)
+        trigger = (OnDemandFakeTrigger if self.on_demand else FakeTrigger)(spec, context)
         self.built.append(trigger)
         return trigger
 

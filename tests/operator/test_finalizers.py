@@ -20,4 +20,4 @@ async def test_finalizer_added_on_first_sight_and_released_after_stop(env: Any) 
     await registry.observe("MODIFIED", body(finalizers=["other/keep", FINALIZER], deleting=True, version="9"))
     assert not source.built[0].is_running
     assert writer.writes[-1] == (["other/keep"], "9"), "only our finalizer is released, at that version"
-    assert registry.get("uid-1") is None
+    assert registry.managed() == []

@@ -25,7 +25,7 @@ async def test_create_starts_and_reports_running(env: Any) -> None:
     s = patcher.status
     assert (s["phase"], s["isRunning"], s["source"], s["observedGeneration"]) == ("Running", True, "fake", 1)
     assert s["conditions"][0]["type"] == "Ready" and s["conditions"][0]["status"] == "True"
-    assert s["webhookPath"] == "x"
+    assert s["label"] == "x"
     assert events.reasons() == ["Started"]
 
 
@@ -38,7 +38,7 @@ async def test_spec_change_reconfigures(env: Any) -> None:
     old, new = source.built
     assert old.stops == 1 and not old.is_running and new.is_running
     assert patcher.status["observedGeneration"] == 2
-    assert patcher.status["webhookPath"] == "y"
+    assert patcher.status["label"] == "y"
     assert events.reasons() == ["Started", "Reconfigured"]
 
 
@@ -132,7 +132,7 @@ async def test_a_reconfiguration_resumes_from_what_the_old_trigger_knows_not_the
     await registry.apply(Resource(first.ref, 1, first.spec, created_at=created))
     await registry.apply(Resource(first.ref, 2, {**first.spec, "fake": {"label": "y"}}, created_at=created))
     _, new = source.built
-    assert new.context.status.get("webhookPath") == "x", "the old instance's source status carries over"
+    assert new.context.status.get("label") == "x", "the old instance's source status carries over"
     assert new.context.created_at == created
 
 
@@ -177,3 +177,30 @@ async def test_a_targets_own_creator_serves_its_trigger_and_is_closed_after_it(e
     assert target.built[1].closed and source.built[-1].context.job_creator is shared
     await registry.remove("uid-1")
     assert not shared_closed
+
+
+@pytest.mark.looptime
+async def test_run_now_on_a_source_that_cannot_run_on_demand_says_so(env: Any) -> None:
+    registry, source, _, events, creator = env
+    source.on_demand = False
+    await registry.apply(resource())
+    await registry.apply(resource(annotations={"triggers.portico.dev/run-now": "a"}))
+    assert not creator.jobs
+    assert events.events[-1] == (
+        "Warning",
+        "RunNowUnsupported",
+        "Manual run 'a' ignored: the fake source cannot run on demand.",
+    )
+
+
+@pytest.mark.looptime
+async def test_run_now_on_a_suspended_trigger_says_it_is_not_running(env: Any) -> None:
+    registry, _, _, events, creator = env
+    suspended = resource(annotations={"triggers.portico.dev/run-now": "a"})
+    await registry.apply(replace(suspended, spec={**suspended.spec, "suspend": True}))
+    assert not creator.jobs
+    assert events.events[-1] == (
+        "Warning",
+        "RunNowUnsupported",
+        "Manual run 'a' ignored: the trigger is not running.",
+    )

@@ -23,7 +23,7 @@ async def test_delete_stops_and_forgets(env: Any) -> None:
     await registry.apply(resource())
     await registry.remove("uid-1")
     assert not source.built[0].is_running
-    assert registry.get("uid-1") is None
+    assert registry.managed() == []
     await registry.remove("uid-1")
 
 
@@ -33,7 +33,7 @@ async def test_deleted_event_stops_the_trigger(env: Any) -> None:
     registry.finalizers = Finalizers()
     await registry.observe(None, body(finalizers=[FINALIZER]))
     await registry.observe("DELETED", body(finalizers=[FINALIZER]))
-    assert not source.built[0].is_running and registry.get("uid-1") is None
+    assert not source.built[0].is_running and registry.managed() == []
 
 
 @pytest.mark.looptime

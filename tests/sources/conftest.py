@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 
+from portico.operator.projection import source_fields
 from portico.ports.job_creator import Job, JobCreator
 from portico.ports.trigger_events import EventType, TriggerEvents
+from portico.sources.catalog import SOURCE_CLASSES
+from portico.sources.common.emitter import JobEmitter
 from portico.testing.processes import free_port
 from portico.testing.services import PostgresServer, RabbitMQServer
 
@@ -155,3 +158,20 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(step)
+
+
+@pytest.fixture(autouse=True)
+def source_status_follows_the_status_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `source_status` a trigger reports in these tests is checked against its source's status
+    model, as the operator checks it: a key the model does not declare, or a value of the wrong type,
+    fails the test (in the operator it would be logged and left out of status)."""
+    models = {source.name: source.status_model for source in SOURCE_CLASSES}
+    health = JobEmitter.health
+
+    def checked(self: JobEmitter, *, is_running: bool, source_status: dict[str, Any] | None = None) -> Any:
+        if self.source in models:
+            problems = source_fields(source_status or {}, models[self.source]).problems
+            assert not problems, f"{self.source} status: {'; '.join(problems)}"
+        return health(self, is_running=is_running, source_status=source_status)
+
+    monkeypatch.setattr(JobEmitter, "health", checked)

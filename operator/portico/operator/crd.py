@@ -12,15 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from portico.operator.resource import (
-    GROUP,
-    KIND,
-    PLURAL,
-    VERSION,
-    JobTriggerStatus,
-    exactly_one_source_rule,
-    spec_model,
-)
+from portico.operator.resource import GROUP, KIND, PLURAL, VERSION, exactly_one_source_rule, spec_model
+from portico.operator.resource_status import status_model
 from portico.ports.trigger_source import TriggerSource
 
 RESOURCE_DESCRIPTION = (
@@ -102,7 +95,7 @@ def build_crd(sources: Sequence[type[TriggerSource[Any]]]) -> dict[str, Any]:
         exactly_one_source_rule([s.name for s in sources]),
         *spec.get("x-kubernetes-validations", []),
     ]
-    status = structural(JobTriggerStatus)
+    status = structural(status_model(tuple(sources)))
     status["properties"]["conditions"].update(
         {
             "x-kubernetes-list-type": "map",

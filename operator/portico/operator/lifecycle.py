@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from portico.domain.timestamps import rfc3339
 from portico.domain.trigger import TriggerRef
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.managed import ManagedTrigger, log_fields
-from portico.operator.projection import json_value, rfc3339
+from portico.operator.projection import json_value
 from portico.operator.resource import (
     RUN_NOW_ANNOTATION,
     ParsedSpec,
@@ -25,6 +26,7 @@ from portico.operator.status import StatusWriter
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_target import JobTarget, TargetContext
 from portico.ports.job_trigger import JobTrigger, TriggerStartError
+from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import EventType, TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 
@@ -248,17 +250,17 @@ class Lifecycle:
         if not token or token == managed.run_now_seen:
             return
         managed.run_now_seen = token
-        run_now = getattr(managed.trigger, "run_now", None)
-        if run_now is None:
-            self._event(
-                managed,
-                "Warning",
-                "RunNowUnsupported",
-                f"{RUN_NOW_ANNOTATION} is only supported by running schedule triggers.",
+        trigger = managed.trigger
+        if not isinstance(trigger, RunsOnDemand):
+            why = (
+                "the trigger is not running"
+                if trigger is None
+                else f"the {managed.source} source cannot run on demand"
             )
+            self._event(managed, "Warning", "RunNowUnsupported", f"Manual run {token!r} ignored: {why}.")
             return
         try:
-            job = await run_now(token)
+            job = await trigger.run_now(token)
         except JobCreationError as exc:
             self._event(managed, "Warning", "RunNowFailed", f"Manual run {token!r} failed: {exc}")
             return

@@ -36,6 +36,8 @@ class ManagedTrigger:
     run_now_seen: str | None = None
     last_health: TriggerHealth | None = None
     ready: tuple[str, str] = ("False", "Pending")
+    status_problems: tuple[str, ...] = ()
+    """What the projection last left out of the source's status fields (logged once, not per write)."""
 
     @property
     def uid(self) -> str:

@@ -2,21 +2,16 @@
 health: pure functions, so the status a user sees can be tested without a trigger or an API server.
 The status writer decides when and how it is written."""
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from portico.domain.timestamps import rfc3339
 from portico.operator.managed import ManagedTrigger
-from portico.operator.resource import JobTriggerStatus
 from portico.ports.job_trigger import TriggerHealth
-
-STATUS_FIELDS = frozenset(f.alias or n for n, f in JobTriggerStatus.model_fields.items())
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def json_value(value: Any) -> Any:
@@ -39,6 +34,32 @@ class Readiness:
     def key(self) -> tuple[str, str]:
         """What a transition is: a change of status or reason (not of the message)."""
         return self.status, self.reason
+
+
+@dataclass(frozen=True)
+class SourceFields:
+    """A source's own status fields, as JSON, and what is wrong with the ones left out."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+def source_fields(source_status: Mapping[str, Any], model: type[BaseModel]) -> SourceFields:
+    """A trigger's `source_status`, checked against its source's status model. A key the model does not
+    declare (the API server would prune it) or a value of the wrong type (it would reject the whole
+    patch) is a programming error in the source: it is left out, and named in `problems` for the log."""
+    declared = {info.alias or name for name, info in model.model_fields.items()}
+    values = {k: json_value(v) for k, v in source_status.items()}
+    problems = [f"{key}: not declared by {model.__name__}" for key in values if key not in declared]
+    known = {k: v for k, v in values.items() if k in declared}
+    try:
+        model.model_validate(known)
+    except ValidationError as exc:
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else ""
+            known.pop(key, None)
+            problems.append(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}")
+    return SourceFields(known, tuple(problems))
 
 
 def counters(managed: ManagedTrigger, health: TriggerHealth | None) -> tuple[int, int]:
@@ -72,8 +93,11 @@ def follower_status(managed: ManagedTrigger, health: TriggerHealth | None) -> di
     return own
 
 
-def leader_status(managed: ManagedTrigger, health: TriggerHealth | None, ready: Readiness) -> dict[str, Any]:
-    """The status the resource should have now, as camelCase JSON."""
+def leader_status(
+    managed: ManagedTrigger, health: TriggerHealth | None, ready: Readiness, own: SourceFields
+) -> dict[str, Any]:
+    """The status the resource should have now, as camelCase JSON: the common fields, the source's own
+    (`own`, checked by `source_fields`), and the Ready condition."""
     jobs, errors = counters(managed, health)
     previous = managed.resource.status
     status: dict[str, Any] = {
@@ -88,9 +112,7 @@ def leader_status(managed: ManagedTrigger, health: TriggerHealth | None, ready: 
     if health is not None:
         status["lastJobId"] = health.last_job_id or previous.get("lastJobId")
         status["lastJobTime"] = json_value(health.last_job_created) or previous.get("lastJobTime")
-        for key, value in health.source_status.items():
-            if key in STATUS_FIELDS:
-                status[key] = json_value(value)
+        status.update(own.values)
     status["lastError"] = managed.error or (health.last_error if health else None)
     status["conditions"] = [
         {

@@ -15,8 +15,8 @@ from typing import Any
 from portico.operator.finalizers import FinalizerWriter, set_finalizer
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.lifecycle import Lifecycle
-from portico.operator.managed import ManagedTrigger
-from portico.operator.projection import follower_status, leader_status, readiness
+from portico.operator.managed import ManagedTrigger, log_fields
+from portico.operator.projection import SourceFields, follower_status, leader_status, readiness, source_fields
 from portico.operator.resource import Resource
 from portico.operator.retry import RetryPolicy, RetryTimer
 from portico.operator.secret_watch import SecretWatch
@@ -24,6 +24,7 @@ from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
 from portico.ports.job_creator import JobCreator
 from portico.ports.job_target import JobTarget
+from portico.ports.job_trigger import TriggerHealth
 from portico.ports.trigger_source import TriggerSource
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,6 @@ class TriggerRegistry:
 
     def __len__(self) -> int:
         return len(self._triggers)
-
-    def get(self, uid: str) -> ManagedTrigger | None:
-        return self._triggers.get(uid)
 
     def managed(self) -> list[ManagedTrigger]:
         return list(self._triggers.values())
@@ -199,4 +197,19 @@ class TriggerRegistry:
         if managed.ready != ready.key:
             managed.ready = ready.key
             managed.transition = max(managed.transition, datetime.now(UTC))
-        return leader_status(managed, health, ready)
+        return leader_status(managed, health, ready, self._source_fields(managed, health))
+
+    def _source_fields(self, managed: ManagedTrigger, health: TriggerHealth | None) -> SourceFields:
+        if health is None or managed.source is None:
+            return SourceFields()
+        own = source_fields(health.source_status, self.sources[managed.source].status_model)
+        if own.problems and own.problems != managed.status_problems:
+            logger.error(
+                "the %s trigger %s reports status fields its status model does not allow, left out: %s",
+                managed.source,
+                managed.ref,
+                "; ".join(own.problems),
+                extra=log_fields(managed),
+            )
+        managed.status_problems = own.problems
+        return own

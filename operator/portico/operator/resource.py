@@ -1,5 +1,6 @@
-"""The JobTrigger resource as the operator sees it: the spec (assembled from each source's own model),
-the status, and the names that are part of the API."""
+"""The JobTrigger resource as the operator sees it: the object read from a watch event, the spec
+(assembled from each source's own model), and the names that are part of the API. The status schema is
+in `resource_status`."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,101 +68,6 @@ def _timestamp(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-class Condition(SpecModel):
-    type: str = Field(description="Type of the condition; `Ready` says whether the trigger creates jobs.")
-    status: Literal["True", "False", "Unknown"] = Field(description="Status of the condition.")
-    reason: str = Field(description="One-word CamelCase reason for the condition's last transition.")
-    message: str = Field(default="", description="Human-readable details of the last transition.")
-    last_transition_time: datetime = Field(description="When the condition last changed status.")
-    observed_generation: int | None = Field(
-        default=None, description="The spec generation the condition was computed from."
-    )
-
-
-class RunNowStatus(SpecModel):
-    token: str = Field(description="The value of the run-now annotation that asked for this run.")
-    job_id: str = Field(description="ID of the job the queue service accepted for it.")
-    time: datetime = Field(description="When the manual run fired.")
-
-
-class JobTriggerStatus(SpecModel):
-    """Everything the operator writes to `/status`. A field missing here would be pruned by the API
-    server, so the CRD's status schema is generated from this model."""
-
-    phase: Phase | None = Field(
-        default=None,
-        description="Pending (not started yet), Running, Suspended (spec.suspend) or Failed (see lastError).",
-    )
-    is_running: bool | None = Field(
-        default=None, description="True exactly while the trigger can create jobs."
-    )
-    source: str | None = Field(
-        default=None, description="Which source block is set (schedule, webhook, ...)."
-    )
-    target: str | None = Field(
-        default=None, description="Which target receives the jobs (queueService, ...)."
-    )
-    observed_generation: int | None = Field(
-        default=None, description="The metadata.generation of the spec this status describes."
-    )
-    jobs_created: int | None = Field(default=None, description="Jobs created since the trigger was created.")
-    errors: int | None = Field(default=None, description="Errors since the trigger was created.")
-    last_job_id: str | None = Field(
-        default=None, description="ID of the last job created in the queue service."
-    )
-    last_job_time: datetime | None = Field(default=None, description="When the last job was created.")
-    last_error: str | None = Field(
-        default=None, description="The last error, in words a user can act on (never contains secrets)."
-    )
-    last_schedule_time: datetime | None = Field(
-        default=None, description="Schedule: the last scheduled time whose job the queue service accepted."
-    )
-    next_schedule_time: datetime | None = Field(
-        default=None, description="Schedule: the next time the schedule fires."
-    )
-    skipped_runs: int | None = Field(
-        default=None, description="Schedule: runs skipped by concurrencyPolicy Forbid."
-    )
-    missed_runs: int | None = Field(
-        default=None, description="Schedule: runs that could not be created before their deadline."
-    )
-    last_run_now: RunNowStatus | None = Field(
-        default=None,
-        description="Schedule: the last manual run (the run-now annotation) whose job was accepted.",
-    )
-    webhook_path: str | None = Field(default=None, description="Webhook: the URL path this trigger serves.")
-    webhook_requests: dict[str, int] | None = Field(
-        default=None, description="Webhook: requests this replica answered, by HTTP status code."
-    )
-    watched_path: str | None = Field(default=None, description="File: the directory being watched.")
-    watching: bool | None = Field(
-        default=None, description="File: whether the directory is being watched now."
-    )
-    pending_files: int | None = Field(
-        default=None,
-        description="File: files seen but not yet stable for settleSeconds, or waiting to be sent.",
-    )
-    amqp_queue: str | None = Field(default=None, description="AMQP: the queue being consumed.")
-    connected: bool | None = Field(
-        default=None, description="AMQP and databasePoll: whether the broker or database connection is up."
-    )
-    messages_rejected: int | None = Field(
-        default=None, description="AMQP: messages rejected without requeue (dead-lettered if configured)."
-    )
-    messages_requeued: int | None = Field(
-        default=None, description="AMQP: messages requeued because their job could not be created yet."
-    )
-    last_poll_time: datetime | None = Field(
-        default=None, description="databasePoll: when the table was last polled."
-    )
-    last_poll_rows: int | None = Field(
-        default=None, description="databasePoll: rows claimed by the last poll."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list, description="Latest observations of the trigger's state (Ready)."
-    )
 
 
 class SpecError(ValueError):

@@ -71,11 +71,19 @@ class TriggerContext:
 SpecT = TypeVar("SpecT", bound=SpecModel)
 
 
+class NoSourceStatus(SpecModel):
+    """The status model of a source that reports no fields of its own."""
+
+
 class TriggerSource(ABC, Generic[SpecT]):
-    """One kind of event source. `name` is the spec block's key (`schedule`, `databasePoll`, ...)."""
+    """One kind of event source. `name` is the spec block's key (`schedule`, `databasePoll`, ...).
+    `spec_model` is its spec block; `status_model` declares every key its triggers report in
+    `TriggerHealth.source_status` (camelCase), so the CRD's status schema holds them and the operator
+    can tell a key the API server would prune."""
 
     name: ClassVar[str]
     spec_model: ClassVar[type[SpecModel]]
+    status_model: ClassVar[type[SpecModel]] = NoSourceStatus
 
     async def open(self) -> None:
         """Start what this source's triggers share. Called once before any build()."""

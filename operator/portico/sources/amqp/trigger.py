@@ -38,6 +38,7 @@ from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
+from portico.sources.amqp.status import AmqpStatus
 from portico.sources.common.emitter import JobEmitter
 
 logger = logging.getLogger(__name__)
@@ -480,6 +481,7 @@ class RabbitMQTrigger(JobTrigger):
 class AmqpSource(TriggerSource[AmqpSpec]):
     name: ClassVar[str] = SOURCE
     spec_model: ClassVar[type[SpecModel]] = AmqpSpec
+    status_model: ClassVar[type[SpecModel]] = AmqpStatus
 
     def secret_refs(self, spec: AmqpSpec) -> Sequence[SecretRef]:
         return (spec.url_secret_ref,)

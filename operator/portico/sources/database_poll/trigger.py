@@ -39,6 +39,7 @@ from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartErr
 from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.common.emitter import JobEmitter
+from portico.sources.database_poll.status import DatabasePollStatus
 
 logger = logging.getLogger(__name__)
 
@@ -586,6 +587,7 @@ def _status_value(value: str, type_name: str) -> Any:
 class DatabasePollSource(TriggerSource[DatabasePollSpec]):
     name: ClassVar[str] = SOURCE
     spec_model: ClassVar[type[SpecModel]] = DatabasePollSpec
+    status_model: ClassVar[type[SpecModel]] = DatabasePollStatus
 
     def secret_refs(self, spec: DatabasePollSpec) -> Sequence[SecretRef]:
         return (spec.dsn_secret_ref,)

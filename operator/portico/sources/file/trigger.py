@@ -37,6 +37,7 @@ from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartErr
 from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.common.emitter import JobEmitter
+from portico.sources.file.status import FileStatus
 
 logger = logging.getLogger(__name__)
 
@@ -664,6 +665,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
 class FileSource(TriggerSource[FileSpec]):
     name: ClassVar[str] = SOURCE
     spec_model: ClassVar[type[SpecModel]] = FileSpec
+    status_model: ClassVar[type[SpecModel]] = FileStatus
 
     def build(self, spec: FileSpec, context: TriggerContext) -> JobTrigger:
         return FileTrigger(

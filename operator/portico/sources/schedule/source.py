@@ -6,6 +6,7 @@ from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.schedule.planning import as_utc
 from portico.sources.schedule.scheduler import Clock, Scheduler, wall_clock
 from portico.sources.schedule.spec import ScheduleConfig, ScheduleSpec
+from portico.sources.schedule.status import ScheduleStatus
 from portico.sources.schedule.trigger import ScheduleTrigger
 
 
@@ -15,6 +16,7 @@ class ScheduleSource(TriggerSource[ScheduleSpec]):
 
     name = "schedule"
     spec_model = ScheduleSpec
+    status_model = ScheduleStatus
 
     def __init__(self, *, clock: Clock = wall_clock, max_concurrent_fires: int = 256) -> None:
         self._clock = clock

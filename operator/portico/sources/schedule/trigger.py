@@ -20,6 +20,7 @@ from portico.domain.timestamps import rfc3339
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
+from portico.ports.run_now import RunsOnDemand
 from portico.ports.trigger_events import TriggerEvents
 from portico.sources.common.drain import InFlight
 from portico.sources.common.emitter import JobEmitter
@@ -76,7 +77,7 @@ class _Run(RunTimes):
         self.missed = 0
 
 
-class ScheduleTrigger(JobTrigger):
+class ScheduleTrigger(JobTrigger, RunsOnDemand):
     """Creates a job at every scheduled time of each of its schedules.
 
     Library use: `ScheduleTrigger(job_creator=..., schedules=[ScheduleConfig(cron="0 9 * * *",

@@ -75,6 +75,7 @@ from portico.sources.webhook.server import (
     normalize_path,
     read_body_capped,
 )
+from portico.sources.webhook.status import WebhookStatus
 
 logger = logging.getLogger(__name__)
 
@@ -973,6 +974,7 @@ class WebhookSource(TriggerSource[WebhookSpec]):
 
     name = "webhook"
     spec_model = WebhookSpec
+    status_model = WebhookStatus
 
     def __init__(
         self, host: str = "0.0.0.0", port: int = 8080, *, limits: ServerLimits | None = None
