@@ -29,12 +29,15 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from yarl import URL
 
+from portico.domain.redaction import Redactor, url_location
 from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import TriggerEvents
 from portico.sources.amqp.mapping import SOURCE, Poison, job_request
 from portico.sources.amqp.spec import AmqpBinding, AmqpSpec, UnmappedPolicy
+from portico.sources.common.backoff import SharedBackoff
+from portico.sources.common.drain import InFlight
 from portico.sources.common.emitter import JobEmitter
 
 logger = logging.getLogger(__name__)
@@ -45,12 +48,7 @@ MAX_REQUEUE_DELAY = 60.0
 WARNING_INTERVAL = 60.0
 
 
-def broker_target(url: str) -> str:
-    """`host:port/vhost` of a broker URL: enough to recognise it, nothing secret."""
-    parsed = URL(url)
-    port = parsed.port or (5671 if parsed.scheme == "amqps" else 5672)
-    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
-    return f"{parsed.host}:{port}/{vhost}"
+AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
 
 
 class RabbitMQTrigger(JobTrigger):
@@ -124,16 +122,15 @@ class RabbitMQTrigger(JobTrigger):
         self.ref = ref or TriggerRef(name=f"amqp-{spec.queue}")
         self.emitter = JobEmitter(job_creator, ref=self.ref, source=SOURCE, template=template, events=events)
         self._url = rabbitmq_url
-        self._secrets = [s for s in (parsed.password, parsed.raw_password, rabbitmq_url) if s]
-        self._target = broker_target(rabbitmq_url)
+        self._target = url_location(rabbitmq_url, AMQP_PORTS)
+        self._redact = Redactor([parsed.password, parsed.raw_password, rabbitmq_url])
         self._connection: AbstractRobustConnection | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._connected = False
         self._stopping = asyncio.Event()
-        self._in_flight: set[asyncio.Task[Any]] = set()
-        self._failure_streak = 0
-        self._backoff_until = 0.0
+        self._in_flight = InFlight()
+        self._backoff = SharedBackoff(spec.requeue_delay_seconds, MAX_REQUEUE_DELAY)
         self.messages_rejected = 0
         self.messages_requeued = 0
         self.messages_ignored = 0
@@ -184,12 +181,7 @@ class RabbitMQTrigger(JobTrigger):
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 5)
-        if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+        await self._in_flight.drain(STOP_GRACE_SECONDS)
         self._queue = self._consumer_tag = None
         self._connected = False
         with contextlib.suppress(Exception):
@@ -306,21 +298,12 @@ class RabbitMQTrigger(JobTrigger):
             else:
                 await self._reject(message, f"the queue service rejected its job: {exc}", recorded=True)
             return
-        self._failure_streak = 0
-        self._backoff_until = 0.0
+        self._backoff.succeeded()
         await self._settle(message.ack(), "ack")
 
     async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
-        """Hold the message for the current backoff, then give it back to the broker. Every failure
-        within one backoff window shares the window; the next window is twice as long."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now >= self._backoff_until:
-            self._failure_streak += 1
-            delay = min(self.spec.requeue_delay_seconds * 2 ** (self._failure_streak - 1), MAX_REQUEUE_DELAY)
-            self._backoff_until = now + delay
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), max(0.0, self._backoff_until - now))
+        """Hold the message for the shared backoff (or until stop), then give it back to the broker."""
+        await self._backoff.wait(self._stopping)
         self.messages_requeued += 1
         await self._settle(message.nack(requeue=True), "requeue")
 
@@ -359,11 +342,6 @@ class RabbitMQTrigger(JobTrigger):
     def _describe(self, exc: BaseException) -> str:
         text = str(exc)
         return self._redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-    def _redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
 
 
 def __getattr__(name: str) -> Any:

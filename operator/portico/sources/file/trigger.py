@@ -22,6 +22,8 @@ from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import TriggerEvents
+from portico.sources.common.backoff import SharedBackoff
+from portico.sources.common.drain import InFlight
 from portico.sources.common.emitter import JobEmitter
 from portico.sources.file import inotify
 from portico.sources.file.settling import SOURCE, Ready, Settler, file_key
@@ -106,12 +108,11 @@ class FileTrigger(JobTrigger):
         self.poll_interval_seconds = poll_interval_seconds
         self._watcher: Watcher | None = None
         self._ready: asyncio.Queue[Ready | None] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers = InFlight()
         self._recovery: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._started = False
-        self._failure_streak = 0
-        self._backoff_until = 0.0
+        self._backoff = SharedBackoff(0.5, MAX_RETRY_DELAY, max_doublings=10)
 
     # --- JobTrigger -------------------------------------------------------------------------------------
 
@@ -122,9 +123,8 @@ class FileTrigger(JobTrigger):
         self._ready = asyncio.Queue()
         self._open()
         self._started = True
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"file {self.ref} worker {i}") for i in range(WORKERS)
-        ]
+        for i in range(WORKERS):
+            self._workers.start(self._work(), name=f"file {self.ref} worker {i}")
         self.emitter.events.changed()
 
     async def stop(self) -> None:
@@ -141,14 +141,9 @@ class FileTrigger(JobTrigger):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
             self._recovery = None
-        for _ in self._workers:
+        for _ in range(len(self._workers)):
             self._ready.put_nowait(None)
-        if self._workers:
-            _, pending = await asyncio.wait(self._workers, timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._workers = []
+        await self._workers.drain(STOP_GRACE_SECONDS)
         self.emitter.events.changed()
 
     @property
@@ -279,20 +274,12 @@ class FileTrigger(JobTrigger):
             else:
                 self.emitter.events.event("Warning", "JobRejected", f"{path}: {exc}")
             return
-        self._failure_streak = 0
-        self._backoff_until = 0.0
+        self._backoff.succeeded()
 
     async def _retry_later(self, item: Ready) -> None:
-        """The queue service is unavailable: try the same file version again after a backoff, unless the
-        file changed meanwhile (then its new version has a job of its own coming). Failures within one
-        backoff window share it; the next window is twice as long."""
-        now = asyncio.get_running_loop().time()
-        if now >= self._backoff_until:
-            self._failure_streak += 1
-            self._backoff_until = now + min(0.5 * 2 ** min(self._failure_streak - 1, 10), MAX_RETRY_DELAY)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self._backoff_until - now)
-        if self._stopping.is_set():
+        """The queue service is unavailable: try the same file version again after the shared backoff,
+        unless the file changed meanwhile (then its new version has a job of its own coming)."""
+        if await self._backoff.wait(self._stopping):
             return
         if self.settler.still_current(item):
             self._ready.put_nowait(item)
