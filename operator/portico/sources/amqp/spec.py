@@ -27,7 +27,10 @@ RULES = [
 
 def _crd_schema(schema: dict[str, Any]) -> None:
     """A JobTrigger must name the Secret holding the URL; library use passes the URL itself."""
-    schema["required"] = sorted({*schema.get("required", []), "urlSecretRef"})
+    schema["required"] = [
+        "urlSecretRef",
+        *(name for name in schema.get("required", []) if name != "urlSecretRef"),
+    ]
     schema["x-kubernetes-validations"] = RULES
 
 

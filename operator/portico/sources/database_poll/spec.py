@@ -49,7 +49,10 @@ RULES: list[dict[str, str]] = [
 
 def _crd_schema(schema: dict[str, Any]) -> None:
     """A JobTrigger must name the Secret holding the DSN; library use passes the DSN itself."""
-    schema["required"] = sorted({*schema.get("required", []), "dsnSecretRef"})
+    schema["required"] = [
+        "dsnSecretRef",
+        *(name for name in schema.get("required", []) if name != "dsnSecretRef"),
+    ]
     schema["x-kubernetes-validations"] = RULES
 
 
