@@ -6,11 +6,12 @@ from typing import ClassVar
 
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
-from portico.ports.job_trigger import JobTrigger, TriggerStartError
+from portico.ports.job_trigger import JobTrigger
 from portico.ports.trigger_source import TriggerContext, TriggerSource
 from portico.sources.amqp.mapping import SOURCE
 from portico.sources.amqp.spec import AmqpSpec
 from portico.sources.amqp.trigger import RabbitMQTrigger
+from portico.sources.common.secret_ref import require
 
 
 class AmqpSource(TriggerSource[AmqpSpec]):
@@ -21,15 +22,10 @@ class AmqpSource(TriggerSource[AmqpSpec]):
         return () if spec.url_secret_ref is None else (spec.url_secret_ref,)
 
     def build(self, spec: AmqpSpec, context: TriggerContext) -> JobTrigger:
-        if spec.url_secret_ref is None:
-            raise TriggerStartError(
-                "amqp.urlSecretRef is required: the Secret key holding the broker URL",
-                reason="InvalidSpec",
-                retryable=False,
-            )
+        ref = require(spec.url_secret_ref, "amqp.urlSecretRef", "the Secret key holding the broker URL")
         return RabbitMQTrigger(
             context.job_creator,
-            context.secrets.get(spec.url_secret_ref),
+            context.secrets.get(ref),
             spec=spec,
             template=context.template,
             ref=context.ref,

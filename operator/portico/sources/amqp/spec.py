@@ -3,12 +3,13 @@ read."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
+from portico.sources.common.secret_ref import required_in_manifests
 
 FIELD_PATH_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 UnmappedPolicy = Literal["UseTemplate", "Reject", "Ignore"]
@@ -23,15 +24,6 @@ RULES = [
         "message": "unmappedPolicy Reject or Ignore needs a jobTypeMapping",
     },
 ]
-
-
-def _crd_schema(schema: dict[str, Any]) -> None:
-    """A JobTrigger must name the Secret holding the URL; library use passes the URL itself."""
-    schema["required"] = [
-        "urlSecretRef",
-        *(name for name in schema.get("required", []) if name != "urlSecretRef"),
-    ]
-    schema["x-kubernetes-validations"] = RULES
 
 
 class AmqpBinding(SpecModel):
@@ -54,7 +46,7 @@ class AmqpSpec(SpecModel):
     is unavailable, and rejected (dead-lettered, when the queue has a dead-letter exchange) when it can
     never become a job. The job's idempotency key is the message id, or a hash of the body without one."""
 
-    model_config = ConfigDict(json_schema_extra=_crd_schema)
+    model_config = ConfigDict(json_schema_extra=required_in_manifests("urlSecretRef", RULES))
 
     url_secret_ref: SecretRef | None = Field(
         default=None,

@@ -6,8 +6,9 @@ from typing import ClassVar
 
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
-from portico.ports.job_trigger import JobTrigger, TriggerStartError
+from portico.ports.job_trigger import JobTrigger
 from portico.ports.trigger_source import TriggerContext, TriggerSource
+from portico.sources.common.secret_ref import require
 from portico.sources.database_poll.spec import DatabasePollSpec
 from portico.sources.database_poll.trigger import SOURCE, DatabasePollingTrigger
 
@@ -20,15 +21,12 @@ class DatabasePollSource(TriggerSource[DatabasePollSpec]):
         return () if spec.dsn_secret_ref is None else (spec.dsn_secret_ref,)
 
     def build(self, spec: DatabasePollSpec, context: TriggerContext) -> JobTrigger:
-        if spec.dsn_secret_ref is None:
-            raise TriggerStartError(
-                "databasePoll.dsnSecretRef is required: the Secret key holding the connection string",
-                reason="InvalidSpec",
-                retryable=False,
-            )
+        ref = require(
+            spec.dsn_secret_ref, "databasePoll.dsnSecretRef", "the Secret key holding the connection string"
+        )
         return DatabasePollingTrigger(
             context.job_creator,
-            context.secrets.get(spec.dsn_secret_ref),
+            context.secrets.get(ref),
             spec=spec,
             template=context.template,
             ref=context.ref,

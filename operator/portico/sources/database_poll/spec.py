@@ -4,12 +4,12 @@ and the library read."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
+from portico.sources.common.secret_ref import required_in_manifests
 
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 IDENTIFIER_PATTERN = rf"^{IDENTIFIER}$"
@@ -47,15 +47,6 @@ RULES: list[dict[str, str]] = [
 ]
 
 
-def _crd_schema(schema: dict[str, Any]) -> None:
-    """A JobTrigger must name the Secret holding the DSN; library use passes the DSN itself."""
-    schema["required"] = [
-        "dsnSecretRef",
-        *(name for name in schema.get("required", []) if name != "dsnSecretRef"),
-    ]
-    schema["x-kubernetes-validations"] = RULES
-
-
 class DatabasePollSpec(SpecModel):
     """Claim pending rows of a PostgreSQL table and create one job per row.
 
@@ -63,7 +54,7 @@ class DatabasePollSpec(SpecModel):
     several pollers never claim the same row; a row is set to `queuedValue` in the same transaction once
     the queue service accepted its job. The job's idempotency key is derived from the row id."""
 
-    model_config = ConfigDict(json_schema_extra=_crd_schema)
+    model_config = ConfigDict(json_schema_extra=required_in_manifests("dsnSecretRef", RULES))
 
     dsn_secret_ref: SecretRef | None = Field(
         default=None,
