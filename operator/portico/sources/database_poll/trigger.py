@@ -49,6 +49,7 @@ CONNECTION_ERRORS = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InternalClientError,
 )
 DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+\w+://")
 
@@ -240,16 +241,25 @@ class DatabasePollingTrigger(JobTrigger):
                 self._failures += 1
                 self.emitter.record_error(f"database {self._target}: {self._redact(_describe(exc))}")
                 await self._close()
-                delay = min(max(self.spec.interval_seconds, 1.0) * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
+                delay = self._retry_delay()
             except TriggerStartError as exc:
                 self._failures += 1
                 self.emitter.record_error(str(exc))
-                delay = min(max(self.spec.interval_seconds, 1.0) * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
+                delay = self._retry_delay()
             except asyncpg.PostgresError as exc:
                 self._failures += 1
                 self.emitter.record_error(f"polling {self.spec.table}: {self._redact(_describe(exc))}")
+            except Exception as exc:  # the loop must outlive whatever the driver raises mid-restart
+                self._failures += 1
+                logger.exception("%s: polling failed", self.ref)
+                self.emitter.record_error(f"polling {self.spec.table}: {self._redact(_describe(exc))}")
+                await self._close()
+                delay = self._retry_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _retry_delay(self) -> float:
+        return min(max(self.spec.interval_seconds, 1.0) * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
 
     async def _connect(self) -> None:
         """Connect and check the statements against the real table, so that a typo in a name fails at
