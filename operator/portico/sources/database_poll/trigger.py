@@ -259,7 +259,8 @@ class DatabasePollingTrigger(JobTrigger):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
     def _retry_delay(self) -> float:
-        return min(max(self.spec.interval_seconds, 1.0) * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
+        delay: float = max(self.spec.interval_seconds, 1.0) * 2 ** (self._failures - 1)
+        return min(delay, MAX_RETRY_DELAY)
 
     async def _connect(self) -> None:
         """Connect and check the statements against the real table, so that a typo in a name fails at
