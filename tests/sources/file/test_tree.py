@@ -29,10 +29,14 @@ def test_walk_follows_the_spec(tmp_path: Path) -> None:
     assert list(deep.files(tmp_path / "missing")) == []
 
 
-def test_an_unreadable_directory_is_reported(tmp_path: Path) -> None:
+def test_listing_errors_go_to_the_callback_and_vanished_directories_are_skipped(tmp_path: Path) -> None:
     errors: list[Path] = []
     tree = Tree(tmp_path, patterns=["*"], ignore_patterns=[], recursive=True)
     file = tmp_path / "f"
     file.write_text("x")
     assert list(tree.files(file, lambda d, exc: errors.append(d))) == [], "not a directory: skipped"
+    assert list(tree.files(tmp_path / "gone", lambda d, exc: errors.append(d))) == []
     assert errors == []
+    too_long = tmp_path / ("x" * 300)
+    assert list(tree.files(too_long, lambda d, exc: errors.append(d))) == []
+    assert errors == [too_long], "any other OSError (here ENAMETOOLONG) is reported"
