@@ -34,11 +34,11 @@ import asyncpg
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.domain.trigger import JobTemplate, SecretRef
+from portico.domain.trigger import JobTemplate
 from portico.ports.job_creator import Job, JobCreator
-from portico.sources.amqp.trigger import AmqpSpec, RabbitMQTrigger
-from portico.sources.database_poll.trigger import DatabasePollingTrigger, DatabasePollSpec
-from portico.sources.file.trigger import FileSpec, FileTrigger
+from portico.sources.amqp import AmqpSpec, RabbitMQTrigger
+from portico.sources.database_poll import DatabasePollingTrigger, DatabasePollSpec
+from portico.sources.file import FileSpec, FileTrigger
 from portico.testing.processes import running_queue_service
 from portico.testing.services import PostgresServer, RabbitMQServer
 
@@ -47,7 +47,6 @@ GOAL_AMQP_RATIO = 0.5
 GOAL_FILE_P99_MARGIN_MS = 200.0
 PREFETCH = 32
 TEMPLATE = JobTemplate(type="bench.job", queue="bench")
-SECRET = SecretRef(name="bench", key="value")
 
 
 def emit(metric: str, value: float, **extra: Any) -> None:
@@ -138,8 +137,8 @@ async def amqp_trigger(url: str, messages: int, creator: JobCreator) -> float:
     queue_name = f"trigger-{uuid.uuid4().hex[:8]}"
     await fill_queue(url, queue_name, messages)
     tally = Tally(creator, messages)
-    config = AmqpSpec(url_secret_ref=SECRET, queue=queue_name, prefetch=PREFETCH)
-    trigger = RabbitMQTrigger(job_creator=tally, config=config, url=url, template=TEMPLATE)
+    spec = AmqpSpec(queue=queue_name, prefetch=PREFETCH)
+    trigger = RabbitMQTrigger(tally, url, spec=spec, template=TEMPLATE)
     started = time.perf_counter()
     await trigger.start()
     try:
@@ -212,10 +211,8 @@ async def db_rows(pg: PostgresServer, rows: int, creator: JobCreator, batch_size
             columns=["id", "status", "customer", "amount"],
         )
         tally = Tally(creator, rows)
-        config = DatabasePollSpec(
-            dsn_secret_ref=SECRET, table=table, batch_size=batch_size, interval_seconds=0.1
-        )
-        trigger = DatabasePollingTrigger(job_creator=tally, config=config, dsn=pg.dsn, template=TEMPLATE)
+        spec = DatabasePollSpec(table=table, batch_size=batch_size, interval_seconds=0.1)
+        trigger = DatabasePollingTrigger(tally, pg.dsn, spec=spec, template=TEMPLATE)
         started = time.perf_counter()
         await trigger.start()
         try:
@@ -248,9 +245,7 @@ async def bench_db(pg: PostgresServer, queue_url: str, rows: int, batch_size: in
 
 async def file_burst(directory: Path, files: int, creator: JobCreator, settle: float) -> float:
     tally = Tally(creator, files)
-    trigger = FileTrigger(
-        job_creator=tally, config=FileSpec(path=str(directory), settle_seconds=settle), template=TEMPLATE
-    )
+    trigger = FileTrigger(tally, spec=FileSpec(path=str(directory), settle_seconds=settle), template=TEMPLATE)
     await trigger.start()
     try:
         started = time.perf_counter()
@@ -264,9 +259,7 @@ async def file_burst(directory: Path, files: int, creator: JobCreator, settle: f
 
 async def file_latency(directory: Path, samples: int, settle: float) -> list[float]:
     tally = Tally(InMemoryJobCreator(), samples)
-    trigger = FileTrigger(
-        job_creator=tally, config=FileSpec(path=str(directory), settle_seconds=settle), template=TEMPLATE
-    )
+    trigger = FileTrigger(tally, spec=FileSpec(path=str(directory), settle_seconds=settle), template=TEMPLATE)
     latencies: list[float] = []
     await trigger.start()
     try:

@@ -112,6 +112,33 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Kubectl) -> None:
             },
             "spec.target.kubernetesJob.jobTemplate.spec.template.spec.containers",
         ),
+        ({"job": {"type": "x"}, "amqp": {"queue": "q"}}, "spec.amqp.urlSecretRef: Required value"),
+        (
+            {
+                "job": {"type": "x"},
+                "amqp": {
+                    "urlSecretRef": {"name": "mq", "key": "url"},
+                    "queue": "q",
+                    "unmappedPolicy": "Ignore",
+                },
+            },
+            "unmappedPolicy Reject or Ignore needs a jobTypeMapping",
+        ),
+        (
+            {"job": {"type": "x"}, "databasePoll": {"table": "t"}},
+            "spec.databasePoll.dsnSecretRef: Required value",
+        ),
+        (
+            {
+                "job": {"type": "x"},
+                "databasePoll": {
+                    "dsnSecretRef": {"name": "db", "key": "dsn"},
+                    "table": "t",
+                    "maxAgeSeconds": 60,
+                },
+            },
+            "createdAtColumn and maxAgeSeconds go together",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(

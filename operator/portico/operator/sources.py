@@ -5,9 +5,9 @@ from typing import Any
 
 from portico.operator.settings import OperatorSettings
 from portico.ports.trigger_source import TriggerSource
-from portico.sources.amqp.trigger import AmqpSource
-from portico.sources.database_poll.trigger import DatabasePollSource
-from portico.sources.file.trigger import FileSource
+from portico.sources.amqp.source import AmqpSource
+from portico.sources.database_poll.source import DatabasePollSource
+from portico.sources.file.source import FileSource
 from portico.sources.schedule import ScheduleSource
 from portico.sources.webhook.trigger import WebhookSource
 

@@ -4,9 +4,9 @@ generator and `portico validate` read."""
 from typing import Any
 
 from portico.ports.trigger_source import TriggerSource
-from portico.sources.amqp.trigger import AmqpSource
-from portico.sources.database_poll.trigger import DatabasePollSource
-from portico.sources.file.trigger import FileSource
+from portico.sources.amqp import AmqpSource
+from portico.sources.database_poll import DatabasePollSource
+from portico.sources.file import FileSource
 from portico.sources.schedule import ScheduleSource
 from portico.sources.webhook.trigger import WebhookSource
 

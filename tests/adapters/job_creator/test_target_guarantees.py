@@ -45,7 +45,7 @@ async def amqp_into(
             "requeueDelaySeconds": 0.2,
         }
     )
-    trigger = RabbitMQTrigger(job_creator=creator, config=spec, url=rabbitmq.url, template=TEMPLATE)
+    trigger = RabbitMQTrigger(creator, rabbitmq.url, spec=spec, template=TEMPLATE)
     await trigger.start()
 
     async def publish(n: int, message_id: str) -> None:

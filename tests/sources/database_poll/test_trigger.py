@@ -5,202 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
-from pydantic import ValidationError
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
+from portico.domain.trigger import TriggerRef
 from portico.ports.job_trigger import TriggerStartError
-from portico.ports.trigger_source import StaticSecrets, TriggerContext
-from portico.sources.database_poll.trigger import (
-    DatabasePollingTrigger,
-    DatabasePollSource,
-    DatabasePollSpec,
-    json_safe,
-    quote_identifier,
-    quote_table,
-)
+from portico.sources.database_poll import DatabasePollingTrigger
 from portico.testing.services import PostgresServer
 from tests.sources.conftest import CountingJobCreator, RecordingEvents, RestartableQueueService, eventually
+from tests.sources.database_poll.conftest import (
+    TEMPLATE,
+    insert_orders,
+    spec,
+    statuses,
+    statuses_done,
+    statuses_match,
+)
 
 pytestmark = pytest.mark.services
-
-DSN_REF = SecretRef(name="db", key="dsn")
-TEMPLATE = JobTemplate(type="order.process", queue="orders", payload={"source": "db"})
-
-
-def spec(table: str, **fields: Any) -> DatabasePollSpec:
-    return DatabasePollSpec.model_validate(
-        {"dsnSecretRef": DSN_REF.to_resource(), "table": table, "intervalSeconds": 0.1, **fields}
-    )
-
-
-@pytest.fixture
-async def db(postgres: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(postgres.dsn)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def orders(db: asyncpg.Connection, postgres: PostgresServer) -> AsyncIterator[str]:
-    """A fresh `orders_<hex>` table with the default column names."""
-    table = f"orders_{uuid.uuid4().hex[:8]}"
-    await db.execute(f"""
-        CREATE TABLE {table} (
-            id bigserial PRIMARY KEY,
-            status text NOT NULL DEFAULT 'pending',
-            customer text,
-            amount numeric(12, 2),
-            placed_at timestamptz DEFAULT now(),
-            ref uuid DEFAULT gen_random_uuid(),
-            details jsonb,
-            blob bytea
-        )""")
-    yield table
-    conn = await asyncpg.connect(postgres.dsn)  # a test may have restarted the server under `db`
-    await conn.execute(f"DROP TABLE IF EXISTS {table}")
-    await conn.close()
-
-
-async def insert_orders(db: asyncpg.Connection, table: str, count: int, start: int = 0) -> None:
-    await db.executemany(
-        f"INSERT INTO {table} (customer, amount, details) VALUES ($1, $2, $3)",
-        [(f"c{i}", Decimal(i) / 4, f'{{"n": {i}}}') for i in range(start, start + count)],
-    )
-
-
-async def statuses(db: asyncpg.Connection, table: str) -> dict[str, int]:
-    rows = await db.fetch(f"SELECT status, count(*) AS n FROM {table} GROUP BY status")
-    return {row["status"]: row["n"] for row in rows}
-
-
-# --- the spec ------------------------------------------------------------------------------------------
-
-
-def test_spec_is_camel_case_with_defaults() -> None:
-    s = spec("public.orders")
-    assert s.to_resource() == {
-        "dsnSecretRef": {"name": "db", "key": "dsn"},
-        "table": "public.orders",
-        "idColumn": "id",
-        "statusColumn": "status",
-        "pendingValue": "pending",
-        "queuedValue": "queued",
-        "batchSize": 100,
-        "intervalSeconds": 0.1,
-    }
-
-
-@pytest.mark.parametrize(
-    "fields, message",
-    [
-        ({"table": "orders; DROP TABLE x"}, "table"),
-        ({"table": "a.b.c"}, "table"),
-        ({"table": 'orders"'}, "table"),
-        ({"idColumn": "id desc"}, "idColumn"),
-        ({"payloadColumns": ["ok", "not ok"]}, "not a column name"),
-        ({"queuedValue": "pending"}, "must differ"),
-        ({"failedValue": "queued"}, "failedValue must differ"),
-        ({"query": "DELETE FROM orders"}, "must be a SELECT"),
-        ({"query": "SELECT * FROM orders LIMIT 10 FOR UPDATE SKIP LOCKED"}, "$1"),
-        ({"query": "SELECT * FROM orders LIMIT $1"}, "SKIP LOCKED"),
-        ({"batchSize": 0}, "batchSize"),
-    ],
-)
-def test_spec_rejects(fields: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        spec(**{"table": "orders", **fields})
-    assert message in str(info.value)
-
-
-def test_identifiers_are_always_quoted() -> None:
-    assert quote_identifier("Orders") == '"Orders"'
-    assert quote_table("sales.orders") == '"sales"."orders"'
-    for bad in ('x"; DROP TABLE y; --', "a b", "", "1abc", "a" * 64):
-        with pytest.raises(ValueError):
-            quote_identifier(bad)
-
-
-def test_row_values_become_json() -> None:
-    when = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-    value = {
-        "t": when,
-        "d": Decimal("12.50"),
-        "u": uuid.UUID(int=1),
-        "b": b"\x00\xff",
-        "l": [when.date()],
-        "f": float("nan"),
-    }
-    assert json_safe(value) == {
-        "t": "2026-11-28T09:00:00+00:00",
-        "d": "12.50",
-        "u": "00000000-0000-0000-0000-000000000001",
-        "b": "AP8=",
-        "l": ["2026-11-28"],
-        "f": "nan",
-    }
-
-
-# --- end to end ----------------------------------------------------------------------------------------
-
-
-async def test_rows_become_jobs_in_the_queue_service(
-    postgres: PostgresServer, db: asyncpg.Connection, orders: str, queue_service: Any
-) -> None:
-    await insert_orders(db, orders, 25)
-    await db.execute(f"INSERT INTO {orders} (status, customer) VALUES ('done', 'old')")
-    events = RecordingEvents()
-    source = DatabasePollSource()
-    ref = TriggerRef(name="orders", namespace="shop", uid="uid-1")
-    async with HttpJobCreator(queue_service.url) as creator:
-        context = TriggerContext(
-            ref=ref,
-            template=TEMPLATE,
-            job_creator=creator,
-            events=events,
-            secrets=StaticSecrets({("db", "dsn"): postgres.dsn}),
-        )
-        trigger = source.build(spec(orders, batchSize=10), context)
-        await trigger.start()
-        await trigger.start()  # idempotent
-        assert trigger.is_running
-        try:
-            await eventually(lambda: trigger.get_health().jobs_created_count == 25)
-            await eventually(lambda: statuses_match(db, orders, {"queued": 25, "done": 1}))
-        finally:
-            await trigger.stop()
-        assert not trigger.is_running
-    assert await statuses(db, orders) == {"queued": 25, "done": 1}
-    jobs = await queue_service.list_jobs()
-    assert len(jobs) == 25
-    row = await db.fetchrow(f"SELECT * FROM {orders} WHERE customer = 'c5'")
-    job = next(j for j in jobs if j.payload.get("customer") == "c5")
-    assert job.job_type == "order.process" and job.queue_name == "orders"
-    assert job.payload == {
-        "source": "db",
-        "id": row["id"],
-        "customer": "c5",
-        "amount": "1.25",
-        "placed_at": row["placed_at"].isoformat(),
-        "ref": str(row["ref"]),
-        "details": {"n": 5},
-        "blob": None,
-    }
-    assert job.idempotency_key == f"databasePoll/uid-1/{orders}/{row['id']}"
-    assert job.metadata["trigger.source"] == "databasePoll"
-    assert job.metadata["databasePoll.id"] == str(row["id"])
-    health = trigger.get_health()
-    assert health.errors_count == 0
-    assert set(health.source_status) == {"connected", "lastPollRows", "lastPollTime"}
-    assert events.changes > 0
 
 
 async def test_payload_columns_and_custom_query(
@@ -213,10 +39,7 @@ async def test_payload_columns_and_custom_query(
         f"ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
     )
     trigger = DatabasePollingTrigger(
-        job_creator=creator,
-        config=spec(orders, query=query, payloadColumns=["customer"]),
-        dsn=postgres.dsn,
-        template=TEMPLATE,
+        creator, postgres.dsn, spec=spec(orders, query=query, payloadColumns=["customer"]), template=TEMPLATE
     )
     await trigger.start()
     try:
@@ -243,12 +66,12 @@ async def test_schema_qualified_table_with_integer_status(
     )
     creator = InMemoryJobCreator()
     trigger = DatabasePollingTrigger(
-        job_creator=creator,
-        dsn=postgres.dsn,
-        template=TEMPLATE,
-        config=spec(
+        creator,
+        postgres.dsn,
+        spec=spec(
             f"{schema}.Tasks", idColumn="task_id", statusColumn="state", pendingValue="0", queuedValue="1"
         ),
+        template=TEMPLATE,
     )
     await trigger.start()
     try:
@@ -268,9 +91,9 @@ async def test_two_pollers_never_claim_the_same_row(
         creator = CountingJobCreator(http, delay=0.001)
         pollers = [
             DatabasePollingTrigger(
-                job_creator=creator,
-                config=spec(orders, batchSize=50),
-                dsn=postgres.dsn,
+                creator,
+                postgres.dsn,
+                spec=spec(orders, batchSize=50),
                 template=TEMPLATE,
                 ref=TriggerRef(name="orders", uid="same-trigger"),
             )
@@ -300,7 +123,7 @@ async def test_queue_service_down_leaves_rows_pending_until_it_is_back(
         # the first batch goes through; the rest wait until the queue service is down
         creator = CountingJobCreator(http, delay=0.05, hold_after=5)
         trigger = DatabasePollingTrigger(
-            job_creator=creator, config=spec(orders, batchSize=5), dsn=postgres.dsn, template=TEMPLATE
+            creator, postgres.dsn, spec=spec(orders, batchSize=5), template=TEMPLATE
         )
         await trigger.start()
         try:
@@ -323,10 +146,6 @@ async def test_queue_service_down_leaves_rows_pending_until_it_is_back(
     assert trigger.get_health().last_error is not None
 
 
-async def statuses_done(db: asyncpg.Connection, table: str) -> bool:
-    return await statuses(db, table) == {"queued": await db.fetchval(f"SELECT count(*) FROM {table}")}
-
-
 async def test_rejected_rows_are_marked_failed(
     postgres: PostgresServer, db: asyncpg.Connection, orders: str, queue_service_factory: Any
 ) -> None:
@@ -338,11 +157,7 @@ async def test_rejected_rows_are_marked_failed(
     events = RecordingEvents()
     async with HttpJobCreator(qs.url) as creator:
         trigger = DatabasePollingTrigger(
-            job_creator=creator,
-            config=spec(orders, failedValue="failed"),
-            dsn=postgres.dsn,
-            template=TEMPLATE,
-            events=events,
+            creator, postgres.dsn, spec=spec(orders, failedValue="failed"), template=TEMPLATE, events=events
         )
         await trigger.start()
         try:
@@ -354,18 +169,12 @@ async def test_rejected_rows_are_marked_failed(
     assert len(await qs.list_jobs()) == 3
 
 
-async def statuses_match(db: asyncpg.Connection, table: str, expected: dict[str, int]) -> bool:
-    return await statuses(db, table) == expected
-
-
 async def test_database_restart_mid_stream(
     postgres_running: PostgresServer, db: asyncpg.Connection, orders: str
 ) -> None:
     await insert_orders(db, orders, 10)
     creator = InMemoryJobCreator()
-    trigger = DatabasePollingTrigger(
-        job_creator=creator, config=spec(orders), dsn=postgres_running.dsn, template=TEMPLATE
-    )
+    trigger = DatabasePollingTrigger(creator, postgres_running.dsn, spec=spec(orders), template=TEMPLATE)
     await trigger.start()
     try:
         await eventually(lambda: len(creator.jobs) == 10)
@@ -396,9 +205,7 @@ async def test_start_fails_with_an_actionable_message(
         dsn = dsn.replace(postgres.password, "wrong-Pa55word")
     else:
         dsn = f"postgresql://portico:{postgres.password}@127.0.0.1:1/portico"
-    trigger = DatabasePollingTrigger(
-        job_creator=InMemoryJobCreator(), config=config, dsn=dsn, template=TEMPLATE
-    )
+    trigger = DatabasePollingTrigger(InMemoryJobCreator(), dsn, spec=config, template=TEMPLATE)
     with pytest.raises(TriggerStartError) as info:
         await trigger.start()
     assert not trigger.is_running
@@ -421,11 +228,65 @@ async def test_stop_while_the_queue_is_slow_finishes_the_batch(
 ) -> None:
     await insert_orders(db, orders, 5)
     creator = CountingJobCreator(InMemoryJobCreator(), delay=0.2)
-    trigger = DatabasePollingTrigger(
-        job_creator=creator, config=spec(orders), dsn=postgres.dsn, template=TEMPLATE
-    )
+    trigger = DatabasePollingTrigger(creator, postgres.dsn, spec=spec(orders), template=TEMPLATE)
     await trigger.start()
     await eventually(lambda: len(creator.calls) >= 1)
     await trigger.stop()
     assert await statuses(db, orders) == {"queued": 5}
     assert trigger.get_health().jobs_created_count == 5
+
+
+async def test_only_rows_within_the_maximum_age_are_claimed(
+    postgres: PostgresServer, db: asyncpg.Connection, orders: str
+) -> None:
+    await insert_orders(db, orders, 4)
+    await db.execute(
+        f"UPDATE {orders} SET placed_at = now() - interval '2 hours' WHERE customer IN ('c0', 'c1')"
+    )
+    creator = InMemoryJobCreator()
+    trigger = DatabasePollingTrigger(
+        creator,
+        postgres.dsn,
+        spec=spec(orders, createdAtColumn="placed_at", maxAgeSeconds=3600),
+        template=TEMPLATE,
+    )
+    await trigger.start()
+    try:
+        await eventually(lambda: len(creator.jobs) == 2)
+        await asyncio.sleep(0.3)
+    finally:
+        await trigger.stop()
+    assert sorted(job.payload["customer"] for job in creator.jobs.values()) == ["c2", "c3"]
+    assert await statuses(db, orders) == {"queued": 2, "pending": 2}
+
+
+async def test_the_seed_constructor_polls_items_every_minute_over_an_hour(
+    postgres: PostgresServer, db: asyncpg.Connection
+) -> None:
+    """Library use as in the seed: `database` is the connection string (or anything with `.dsn`)."""
+    schema = f"seed_{uuid.uuid4().hex[:6]}"
+    await db.execute(
+        f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.items (id serial PRIMARY KEY, "
+        "status text NOT NULL, data text, created_at timestamptz NOT NULL DEFAULT now())"
+    )
+    trigger = DatabasePollingTrigger(InMemoryJobCreator(), postgres, table=f"{schema}.items")
+    assert trigger.spec.interval_seconds == 60 and trigger.spec.max_age_seconds == 3600
+    assert trigger.spec.created_at_column == "created_at"
+    assert trigger.emitter.template is not None
+    assert (trigger.emitter.template.type, trigger.emitter.template.queue) == ("item.process", "processing")
+    sqlalchemy_style = DatabasePollingTrigger(
+        InMemoryJobCreator(),
+        postgres.dsn.replace("postgresql://", "postgresql+asyncpg://"),
+        5,
+        table=f"{schema}.items",
+    )
+    await sqlalchemy_style.start()
+    try:
+        assert sqlalchemy_style.is_running
+    finally:
+        await sqlalchemy_style.stop()
+    await db.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pytest.raises(TypeError, match="not both"):
+        DatabasePollingTrigger(InMemoryJobCreator(), postgres.dsn, 5, spec=spec("t"))
+    with pytest.raises(ValueError, match="go together"):
+        DatabasePollingTrigger(InMemoryJobCreator(), postgres.dsn, max_age_seconds=None)

@@ -1,11 +1,12 @@
-"""The RabbitMQ source (`spec.amqp`): messages on an AMQP 0-9-1 queue become jobs.
+"""The RabbitMQ trigger: messages on an AMQP 0-9-1 queue become jobs.
 
 A message is acknowledged only after the queue service accepted its job, so a crash, a broker restart or
 a lost connection never loses one: the broker delivers it again, and the job's idempotency key (the
 message id, or a hash of the body) makes the second delivery return the job the first one created.
 
-Three outcomes per message:
+Four outcomes per message:
 - accepted: ack.
+- ignored (an event type outside jobTypeMapping, with unmappedPolicy Ignore): ack, no job.
 - the queue service is unavailable (a retryable failure): wait (exponential backoff shared by all
   in-flight messages, so a queue-service outage costs a few attempts per message, not a hot loop), then
   nack with requeue.
@@ -18,204 +19,121 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from pydantic import ConfigDict, Field, model_validator
 from yarl import URL
 
-from portico.domain.input_policy import PolicyViolation, parse_json
-from portico.domain.model import SpecModel
-from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
+from portico.domain.redaction import Redactor, url_location
+from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_creator import JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import TriggerEvents
-from portico.ports.trigger_source import TriggerContext, TriggerSource
-from portico.sources.amqp.status import AmqpStatus
+from portico.sources.amqp.mapping import SOURCE, Poison, job_request
+from portico.sources.amqp.spec import AmqpBinding, AmqpSpec, UnmappedPolicy
+from portico.sources.common.backoff import SharedBackoff
+from portico.sources.common.drain import InFlight
 from portico.sources.common.emitter import JobEmitter
 
 logger = logging.getLogger(__name__)
 
-SOURCE = "amqp"
-FIELD_PATH_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 CONNECT_TIMEOUT = 10.0
 STOP_GRACE_SECONDS = 10.0
 MAX_REQUEUE_DELAY = 60.0
 WARNING_INTERVAL = 60.0
-UnmappedPolicy = Literal["UseTemplate", "Reject"]
 
 
-class AmqpBinding(SpecModel):
-    """A binding of the consumed queue to an exchange, declared when the trigger starts."""
-
-    exchange: str = Field(
-        min_length=1, max_length=255, description="Exchange to bind the queue to; it must exist."
-    )
-    routing_key: str = Field(
-        default="",
-        max_length=255,
-        description="Routing key (or topic pattern such as `order.*`) of the binding.",
-    )
-
-
-class AmqpSpec(SpecModel):
-    """Consume a RabbitMQ (AMQP 0-9-1) queue and create one job per message.
-
-    A message is acknowledged once its job was accepted, requeued after a backoff when the queue service
-    is unavailable, and rejected (dead-lettered, when the queue has a dead-letter exchange) when it can
-    never become a job. The job's idempotency key is the message id, or a hash of the body without one."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.deadLetterExchange) || (has(self.declareQueue) && self.declareQueue)",
-                    "message": "deadLetterExchange needs declareQueue: true",
-                },
-                {
-                    "rule": "!has(self.unmappedPolicy) || self.unmappedPolicy != 'Reject' "
-                    "|| (has(self.jobTypeMapping) && size(self.jobTypeMapping) > 0)",
-                    "message": "unmappedPolicy Reject needs a jobTypeMapping",
-                },
-            ]
-        }
-    )
-
-    url_secret_ref: SecretRef = Field(
-        description="Secret key holding the broker URL, amqp://user:password@host:5672/vhost (or amqps://)."
-    )
-    queue: str = Field(min_length=1, max_length=255, description="Name of the queue to consume.")
-    declare_queue: bool = Field(
-        default=False,
-        description="Declare the queue (durable) when it does not exist; otherwise the queue must exist.",
-    )
-    dead_letter_exchange: str | None = Field(
-        default=None,
-        max_length=255,
-        description="Dead-letter exchange of the declared queue (x-dead-letter-exchange): where rejected "
-        "messages go. Only with declareQueue; an existing queue keeps its own arguments.",
-    )
-    bindings: list[AmqpBinding] = Field(
-        default_factory=list, max_length=16, description="Bindings of the queue to exchanges."
-    )
-    prefetch: int = Field(
-        default=32,
-        ge=1,
-        le=1000,
-        description="Most unacknowledged messages at a time; they are turned into jobs concurrently.",
-    )
-    event_type_field: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=FIELD_PATH_PATTERN,
-        description="Dotted path of the event type in the JSON body (e.g. `type` or `meta.event`); when "
-        "unset or absent from a message, the AMQP `type` property is used.",
-    )
-    job_type_mapping: dict[str, str] = Field(
-        default_factory=dict, description="Event type to job type. Empty: every message uses spec.job.type."
-    )
-    unmapped_policy: UnmappedPolicy = Field(
-        default="UseTemplate",
-        description="For an event type missing from jobTypeMapping: UseTemplate creates a job of "
-        "spec.job.type; Reject rejects (dead-letters) the message.",
-    )
-    requeue_delay_seconds: float = Field(
-        default=1.0,
-        ge=0.01,
-        le=300,
-        description="Wait before requeueing a message whose job the queue service could not take; doubles "
-        "while the failures continue, up to 60 seconds.",
-    )
-    reconnect_interval_seconds: float = Field(
-        default=5.0, ge=0.1, le=300, description="Wait between attempts to reconnect to the broker."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AmqpSpec:
-        if self.dead_letter_exchange is not None and not self.declare_queue:
-            raise ValueError("deadLetterExchange needs declareQueue: true")
-        if self.unmapped_policy == "Reject" and not self.job_type_mapping:
-            raise ValueError("unmappedPolicy Reject needs a jobTypeMapping")
-        for event_type, job_type in self.job_type_mapping.items():
-            if not event_type or not job_type.strip():
-                raise ValueError(f"jobTypeMapping: {event_type!r} must map to a non-empty job type")
-        return self
-
-
-@dataclass(frozen=True)
-class _JobRequest:
-    job_type: str | None
-    payload: dict[str, Any]
-    metadata: dict[str, str]
-    idempotency_key: str
-
-
-class _Poison(Exception):
-    """A message that can never become a job."""
-
-
-def lookup(body: Any, path: str) -> Any:
-    """The value at a dotted path of a JSON object, None when absent."""
-    value = body
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def broker_target(url: str) -> str:
-    """`host:port/vhost` of a broker URL: enough to recognise it, nothing secret."""
-    parsed = URL(url)
-    port = parsed.port or (5671 if parsed.scheme == "amqps" else 5672)
-    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
-    return f"{parsed.host}:{port}/{vhost}"
+AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
 
 
 class RabbitMQTrigger(JobTrigger):
-    """Consumes one queue. Library use: `RabbitMQTrigger(job_creator=..., config=AmqpSpec(...),
-    url="amqp://...", template=JobTemplate(type="order.process"))`."""
+    """Consumes one queue and creates one job per message.
+
+    As in the seed: `RabbitMQTrigger(job_creator=job_service, rabbitmq_url="amqp://localhost",
+    queue_name="job_events", job_type_mapping={"user.created": "email.welcome"})` declares the queue
+    (durable), reads `event_type` from the JSON body, takes the job's payload, queue and priority from the
+    body's `payload`, `queue` and `priority`, and acknowledges messages of unmapped types without a job.
+    The spec's other options are keyword arguments; the operator passes a parsed `spec` (the URL read from
+    its Secret) and the resource's `template` instead.
+    """
 
     def __init__(
         self,
-        *,
         job_creator: JobCreator,
-        config: AmqpSpec,
-        url: str,
+        rabbitmq_url: str,
+        queue_name: str | None = None,
+        job_type_mapping: Mapping[str, str] | None = None,
+        *,
+        spec: AmqpSpec | None = None,
         template: JobTemplate | None = None,
+        declare_queue: bool = True,
+        event_type_field: str | None = "event_type",
+        payload_field: str | None = "payload",
+        queue_field: str | None = "queue",
+        priority_field: str | None = "priority",
+        unmapped_policy: UnmappedPolicy | None = None,
+        prefetch: int | None = None,
+        dead_letter_exchange: str | None = None,
+        bindings: Sequence[AmqpBinding] = (),
+        requeue_delay_seconds: float | None = None,
+        reconnect_interval_seconds: float | None = None,
         ref: TriggerRef | None = None,
         events: TriggerEvents | None = None,
     ) -> None:
-        parsed = URL(url) if "://" in url else None
+        if spec is None:
+            if queue_name is None:
+                raise TypeError("RabbitMQTrigger needs a queue_name (or a parsed spec)")
+            mapping = dict(job_type_mapping or {})
+            options = {
+                "prefetch": prefetch,
+                "dead_letter_exchange": dead_letter_exchange,
+                "requeue_delay_seconds": requeue_delay_seconds,
+                "reconnect_interval_seconds": reconnect_interval_seconds,
+            }
+            spec = AmqpSpec.model_validate(
+                {
+                    "queue": queue_name,
+                    "declare_queue": declare_queue,
+                    "event_type_field": event_type_field,
+                    "payload_field": payload_field,
+                    "queue_field": queue_field,
+                    "priority_field": priority_field,
+                    "job_type_mapping": mapping,
+                    "unmapped_policy": unmapped_policy or ("Ignore" if mapping else "UseTemplate"),
+                    "bindings": list(bindings),
+                    **{name: value for name, value in options.items() if value is not None},
+                }
+            )
+        elif queue_name is not None or job_type_mapping is not None:
+            raise TypeError("give RabbitMQTrigger either a spec or queue_name and options, not both")
+        parsed = URL(rabbitmq_url) if "://" in rabbitmq_url else None
         if parsed is None or parsed.scheme not in ("amqp", "amqps") or not parsed.host:
             raise TriggerStartError(
                 "the broker URL must look like amqp://user:password@host:5672/vhost (or amqps://)",
                 reason="InvalidURL",
                 retryable=False,
             )
-        self.config = config
-        self.ref = ref or TriggerRef(name=f"amqp-{config.queue}")
+        self.spec = spec
+        self.ref = ref or TriggerRef(name=f"amqp-{spec.queue}")
         self.emitter = JobEmitter(job_creator, ref=self.ref, source=SOURCE, template=template, events=events)
-        self._url = url
-        self._secrets = [s for s in (parsed.password, parsed.raw_password, url) if s]
-        self._target = broker_target(url)
+        self._url = rabbitmq_url
+        self._target = url_location(rabbitmq_url, AMQP_PORTS)
+        self._redact = Redactor([parsed.password, parsed.raw_password, rabbitmq_url])
         self._connection: AbstractRobustConnection | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._connected = False
         self._stopping = asyncio.Event()
-        self._in_flight: set[asyncio.Task[Any]] = set()
-        self._failure_streak = 0
-        self._backoff_until = 0.0
+        self._in_flight = InFlight()
+        self._backoff = SharedBackoff(spec.requeue_delay_seconds, MAX_REQUEUE_DELAY)
         self.messages_rejected = 0
         self.messages_requeued = 0
+        self.messages_ignored = 0
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -229,7 +147,7 @@ class RabbitMQTrigger(JobTrigger):
             connection = await aio_pika.connect_robust(
                 self._url,
                 timeout=CONNECT_TIMEOUT,
-                reconnect_interval=self.config.reconnect_interval_seconds,
+                reconnect_interval=self.spec.reconnect_interval_seconds,
                 client_properties={"connection_name": f"portico trigger {self.ref}"},
             )
         except aiormq.exceptions.ProbableAuthenticationError as exc:
@@ -263,12 +181,7 @@ class RabbitMQTrigger(JobTrigger):
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 5)
-        if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+        await self._in_flight.drain(STOP_GRACE_SECONDS)
         self._queue = self._consumer_tag = None
         self._connected = False
         with contextlib.suppress(Exception):
@@ -283,7 +196,7 @@ class RabbitMQTrigger(JobTrigger):
         return self.emitter.health(
             is_running=self.is_running,
             source_status={
-                "amqpQueue": self.config.queue,
+                "amqpQueue": self.spec.queue,
                 "connected": self._connected,
                 "messagesRejected": self.messages_rejected,
                 "messagesRequeued": self.messages_requeued,
@@ -295,22 +208,22 @@ class RabbitMQTrigger(JobTrigger):
     async def _consume(self, connection: AbstractRobustConnection) -> None:
         """Declare (or check) the queue and its bindings and start consuming. A missing queue or exchange
         is reported by name."""
-        config = self.config
-        step = f"queue {config.queue!r}"
+        spec = self.spec
+        step = f"queue {spec.queue!r}"
         try:
             channel = await connection.channel()
-            await channel.set_qos(prefetch_count=config.prefetch)
-            if config.declare_queue:
+            await channel.set_qos(prefetch_count=spec.prefetch)
+            if spec.declare_queue:
                 arguments = {}
-                if config.dead_letter_exchange is not None:
-                    arguments["x-dead-letter-exchange"] = config.dead_letter_exchange
-                queue = await channel.declare_queue(config.queue, durable=True, arguments=arguments)
+                if spec.dead_letter_exchange is not None:
+                    arguments["x-dead-letter-exchange"] = spec.dead_letter_exchange
+                queue = await channel.declare_queue(spec.queue, durable=True, arguments=arguments)
             else:
-                queue = await channel.declare_queue(config.queue, passive=True)
-            for binding in config.bindings:
+                queue = await channel.declare_queue(spec.queue, passive=True)
+            for binding in spec.bindings:
                 step = f"exchange {binding.exchange!r}"
                 await queue.bind(binding.exchange, routing_key=binding.routing_key)
-            step = f"queue {config.queue!r}"
+            step = f"queue {spec.queue!r}"
             self._consumer_tag = await queue.consume(self._on_message)
             self._queue = queue
         except aiormq.exceptions.ChannelNotFoundEntity:
@@ -360,14 +273,22 @@ class RabbitMQTrigger(JobTrigger):
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Turn one delivery into a job and settle it with the broker (ack, requeue or reject)."""
         try:
-            request = self.job_request(message)
-        except _Poison as poison:
+            request = job_request(
+                self.spec, message, ref_key=self.ref.key, has_template=self.emitter.template is not None
+            )
+        except Poison as poison:
             await self._reject(message, str(poison))
+            return
+        if request is None:
+            self.messages_ignored += 1
+            await self._settle(message.ack(), "ack")
             return
         try:
             await self.emitter.emit(
                 job_type=request.job_type,
                 payload=request.payload,
+                queue_name=request.queue_name,
+                priority=request.priority,
                 metadata=request.metadata,
                 idempotency_key=request.idempotency_key,
             )
@@ -377,62 +298,12 @@ class RabbitMQTrigger(JobTrigger):
             else:
                 await self._reject(message, f"the queue service rejected its job: {exc}", recorded=True)
             return
-        self._failure_streak = 0
-        self._backoff_until = 0.0
+        self._backoff.succeeded()
         await self._settle(message.ack(), "ack")
 
-    def job_request(self, message: AbstractIncomingMessage) -> _JobRequest:
-        """What job a message asks for; raises `_Poison` when it can never become one."""
-        try:
-            body = parse_json(message.body)
-        except PolicyViolation as exc:
-            raise _Poison(f"the body is refused by the input policy: {exc}") from None
-        event_type: str | None = None
-        if self.config.event_type_field is not None:
-            value = lookup(body, self.config.event_type_field)
-            if isinstance(value, str | int | float) and not isinstance(value, bool):
-                event_type = str(value)
-        if event_type is None and message.type:
-            event_type = message.type
-        job_type = self.config.job_type_mapping.get(event_type) if event_type is not None else None
-        if job_type is None:
-            if self.config.job_type_mapping and self.config.unmapped_policy == "Reject":
-                what = (
-                    f"event type {event_type!r}" if event_type is not None else "a message without event type"
-                )
-                raise _Poison(f"{what} is not in jobTypeMapping")
-            if self.emitter.template is None:
-                raise _Poison(f"no job type for event type {event_type!r} and no job template")
-        metadata = {"amqp.queue": self.config.queue}
-        if event_type is not None:
-            metadata["amqp.event_type"] = event_type[:253]
-        if message.message_id:
-            metadata["amqp.message_id"] = message.message_id[:253]
-            identity = message.message_id
-        else:
-            identity = "sha256:" + hashlib.sha256(message.body).hexdigest()
-        if message.routing_key:
-            metadata["amqp.routing_key"] = message.routing_key[:253]
-        return _JobRequest(
-            job_type=job_type,
-            payload=body if isinstance(body, dict) else {"body": body},
-            metadata=metadata,
-            idempotency_key=f"{SOURCE}/{self.ref.key}/{identity}",
-        )
-
     async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
-        """Hold the message for the current backoff, then give it back to the broker. Every failure
-        within one backoff window shares the window; the next window is twice as long."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now >= self._backoff_until:
-            self._failure_streak += 1
-            delay = min(
-                self.config.requeue_delay_seconds * 2 ** (self._failure_streak - 1), MAX_REQUEUE_DELAY
-            )
-            self._backoff_until = now + delay
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), max(0.0, self._backoff_until - now))
+        """Hold the message for the shared backoff (or until stop), then give it back to the broker."""
+        await self._backoff.wait(self._stopping)
         self.messages_requeued += 1
         await self._settle(message.nack(requeue=True), "requeue")
 
@@ -471,27 +342,3 @@ class RabbitMQTrigger(JobTrigger):
     def _describe(self, exc: BaseException) -> str:
         text = str(exc)
         return self._redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-    def _redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
-
-
-class AmqpSource(TriggerSource[AmqpSpec]):
-    name: ClassVar[str] = SOURCE
-    spec_model: ClassVar[type[SpecModel]] = AmqpSpec
-    status_model: ClassVar[type[SpecModel]] = AmqpStatus
-
-    def secret_refs(self, spec: AmqpSpec) -> Sequence[SecretRef]:
-        return (spec.url_secret_ref,)
-
-    def build(self, spec: AmqpSpec, context: TriggerContext) -> JobTrigger:
-        return RabbitMQTrigger(
-            job_creator=context.job_creator,
-            config=spec,
-            url=context.secrets.get(spec.url_secret_ref),
-            template=context.template,
-            ref=context.ref,
-            events=context.events,
-        )

@@ -1,5 +1,17 @@
-"""New rows in a PostgreSQL table: `DatabasePollingTrigger` claims them and creates a job per row."""
+"""Rows of a PostgreSQL table: `DatabasePollingTrigger` claims pending rows and creates one job per row."""
 
-from portico.sources.database_poll.trigger import DatabasePollingTrigger, DatabasePollSource, DatabasePollSpec
+from portico.sources.database_poll.source import DatabasePollSource
+from portico.sources.database_poll.spec import DatabasePollSpec
+from portico.sources.database_poll.sql import ClaimStatements, quote_identifier, quote_table
+from portico.sources.database_poll.trigger import DatabasePollingTrigger
+from portico.sources.database_poll.values import json_safe
 
-__all__ = ["DatabasePollSource", "DatabasePollSpec", "DatabasePollingTrigger"]
+__all__ = [
+    "ClaimStatements",
+    "DatabasePollSource",
+    "DatabasePollSpec",
+    "DatabasePollingTrigger",
+    "json_safe",
+    "quote_identifier",
+    "quote_table",
+]
