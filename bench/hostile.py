@@ -171,7 +171,7 @@ async def main(cases: int, seed: int, concurrency: int) -> None:
                     trigger = WebhookTrigger(
                         creator,
                         WebhookConfig(
-                            prefix=f"/hooks/bench/{mode}",
+                            path=f"/hooks/bench/{mode}",
                             mode=mode,
                             allowed_job_types=["t"],
                             auth=WebhookAuthSpec(type="bearer"),

@@ -65,7 +65,7 @@ def serve_webhook(queue_url: str, concurrency: int) -> None:
             trigger = WebhookTrigger(
                 creator,
                 WebhookConfig(
-                    prefix=PATH,
+                    path=PATH,
                     mode="payload",
                     auth=WebhookAuthSpec(
                         type="hmac", preset="github", secret_ref=SecretRef(name="gh", key="s")

@@ -45,7 +45,7 @@ async def _webhook(limits: ServerLimits) -> AsyncIterator[Target]:
     jobs = InMemoryJobCreator()
     trigger = WebhookTrigger(
         jobs,
-        WebhookConfig(prefix="/hooks/team/h", auth=WebhookAuthSpec(type="bearer"), secret=SecretStr(TOKEN)),
+        WebhookConfig(path="/hooks/team/h", auth=WebhookAuthSpec(type="bearer"), secret=SecretStr(TOKEN)),
         ref=TriggerRef(name="h", namespace="team", uid="uid-h"),
         server=server,
     )
@@ -286,7 +286,7 @@ from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, Webh
 
 async def main():
     logging.basicConfig(level=logging.INFO)
-    config = WebhookConfig(prefix="/hooks/h", host="127.0.0.1", port=0, auth=WebhookAuthSpec(type="none"))
+    config = WebhookConfig(path="/hooks/h", host="127.0.0.1", port=0, auth=WebhookAuthSpec(type="none"))
     trigger = WebhookTrigger(InMemoryJobCreator(), config)
     await trigger.start()
     print("listening on", trigger.url.rsplit("/hooks", 1)[0], flush=True)

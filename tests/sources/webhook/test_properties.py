@@ -111,7 +111,7 @@ async def endpoint() -> AsyncIterator[tuple[str, InMemoryJobCreator]]:
     trigger = WebhookTrigger(
         jobs,
         WebhookConfig(
-            prefix=PATH,
+            path=PATH,
             allowed_job_types=["ok.job"],
             auth=WebhookAuthSpec(type="hmac", preset="github", secret_ref=SecretRef(name="s", key="k")),
             payload_schema={"type": "object", "properties": {"amount": {"type": "integer", "minimum": 0}}},

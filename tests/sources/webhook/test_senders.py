@@ -107,7 +107,7 @@ async def sender_endpoint(
     trigger = WebhookTrigger(
         jobs,
         WebhookConfig(
-            prefix="/hooks/ci/events",
+            path="/hooks/ci/events",
             mode="payload",
             auth=WebhookAuthSpec(type="hmac", secret_ref=REF, **auth),
         ),

@@ -107,7 +107,7 @@ async def serve(
     events: TriggerEvents | None = None,
     **config: Any,
 ) -> WebhookTrigger:
-    config.setdefault("prefix", f"/hooks/team/{name}")
+    config.setdefault("path", f"/hooks/team/{name}")
     trigger = WebhookTrigger(
         job_creator,
         WebhookConfig(**config),
