@@ -14,7 +14,8 @@ job. Nothing a request can send produces a 500.
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -88,6 +89,18 @@ def _parse_json(body: bytes, max_depth: int) -> object:
 
 
 _NO_HEADERS: Mapping[str, str] = CIMultiDictProxy(CIMultiDict())
+REQUEST_HEADERS: ContextVar[Mapping[str, str]] = ContextVar("webhook_request_headers", default=_NO_HEADERS)
+"""The headers of the request an `endpoint` hook is answering, for `create_requested` (delivery id)."""
+Endpoint = Callable[[WebhookJobRequest], Awaitable[object]]
+
+
+def _accepted(result: object) -> dict[str, object]:
+    """The 202 body for what an endpoint hook returned: a job, an answer of its own, or nothing."""
+    if isinstance(result, Job):
+        return {"job_id": str(result.id)}
+    if isinstance(result, dict):
+        return result
+    return {"status": "accepted"}
 
 
 class WebhookPipeline:
@@ -110,6 +123,9 @@ class WebhookPipeline:
         self.metrics = RequestMetrics()
         self.inflight: set[asyncio.Task[Any]] = set()
         self.accepting = False
+        self.endpoint: Endpoint | None = None
+        """A request-mode hook in place of `create_requested`: a trigger subclass's own
+        `_create_job_endpoint`, as the seed's FAQ writes them."""
         self._mapping = mapping
         self._emitter = emitter
         self._events = events
@@ -286,8 +302,24 @@ class WebhookPipeline:
             job_request = WebhookJobRequest.model_validate(document)
         except ValidationError as exc:
             raise WebhookRefusal(400, f"invalid job request: {validation_message(exc)}") from None
-        job = await self.create_requested(job_request, headers)
-        return json_answer(202, {"job_id": str(job.id)})
+        if self.endpoint is None:
+            job = await self.create_requested(job_request, headers)
+            return json_answer(202, {"job_id": str(job.id)})
+        token = REQUEST_HEADERS.set(headers)
+        try:
+            result = await self.endpoint(job_request)
+        except WebhookRefusal:
+            raise
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            if not isinstance(status, int) or not 400 <= status <= 599:
+                raise
+            detail = getattr(exc, "detail", None) or str(exc)
+            reason = f"refused by the endpoint: {detail}"
+            raise WebhookRefusal(status, str(detail)[:MAX_DETAIL_LENGTH], reason=reason) from None
+        finally:
+            REQUEST_HEADERS.reset(token)
+        return json_answer(202, _accepted(result))
 
     async def _from_payload(self, headers: Mapping[str, str], document: object) -> WebhookResponse:
         if not isinstance(document, dict):

@@ -191,16 +191,6 @@ class WebhookSpec(SpecModel):
         }
     )
 
-    path: str | None = Field(
-        default=None,
-        max_length=512,
-        pattern=PATH_PATTERN,
-        description="URL path of the endpoint, unique across the operator. Default: "
-        "/hooks/<namespace>/<name>.",
-    )
-    auth: WebhookAuthSpec = Field(
-        description="Authentication of requests. Required: an endpoint without it must say type: none."
-    )
     mode: Mode = Field(
         default="request",
         description="request: the body is {job_type, payload, queue_name, priority}; payload: the whole JSON "
@@ -248,6 +238,17 @@ class WebhookSpec(SpecModel):
         le=MAX_RESPONSE_TIMEOUT_SECONDS,
         description="How long a request may wait for the queue service before it is answered 503 with "
         "Retry-After. Well under GitHub's 10 s delivery timeout.",
+    )
+
+    path: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=PATH_PATTERN,
+        description="URL path of the endpoint, unique across the operator. Default: "
+        "/hooks/<namespace>/<name>.",
+    )
+    auth: WebhookAuthSpec = Field(
+        description="Authentication of requests. Required: an endpoint without it must say type: none."
     )
 
     _payload_validator: Validator | None = PrivateAttr(default=None)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from portico.domain.trigger import JobTemplate, TriggerRef
-from portico.ports.job_creator import Job, JobCreator
+from portico.ports.job_creator import JobCreator
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import LoggingTriggerEvents, TriggerEvents
 from portico.ports.trigger_source import SecretResolver
@@ -28,7 +28,7 @@ from portico.sources.webhook.asgi import ASGIApp, build_router
 from portico.sources.webhook.mapping import JobMapping, WebhookJobRequest
 from portico.sources.webhook.messages import WebhookRequest, WebhookResponse
 from portico.sources.webhook.metrics import RequestMetrics
-from portico.sources.webhook.pipeline import WebhookPipeline, WebhookRefusal
+from portico.sources.webhook.pipeline import REQUEST_HEADERS, WebhookPipeline, WebhookRefusal
 from portico.sources.webhook.server import PathInUseError, WebhookServer
 from portico.sources.webhook.spec import (
     RateLimitSpec,
@@ -65,6 +65,7 @@ class WebhookTrigger(JobTrigger):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spec = config if config is not None else WebhookConfig()
+        self.job_creator = job_creator
         self.ref = ref or TriggerRef(name=f"webhook:{self.spec.endpoint_path(TriggerRef(name='webhook'))}")
         self.path = normalize_path(self.spec.endpoint_path(self.ref))
         self.template = template
@@ -84,6 +85,8 @@ class WebhookTrigger(JobTrigger):
             owner=self.owner,
             idempotency_scope=self.ref.key,
         )
+        if type(self)._create_job_endpoint is not WebhookTrigger._create_job_endpoint:
+            self._pipeline.endpoint = self._create_job_endpoint
         self._shared_server = server
         self._server: WebhookServer | None = server
         self._router: ASGIApp | None = None
@@ -195,10 +198,18 @@ class WebhookTrigger(JobTrigger):
         """Answer one request routed to this trigger's path (by a server or the router)."""
         return await self._pipeline.handle(request)
 
-    async def _create_job_endpoint(self, request: WebhookJobRequest) -> Job:
-        """The job a request-mode body asks for, as the HTTP endpoint creates it, without HTTP (the
-        seed's testing pattern). Raises `WebhookRefusal` with the status the endpoint would answer."""
-        return await self._pipeline.create_requested(request)
+    async def _create_job_endpoint(self, request: WebhookJobRequest) -> Any:
+        """The job a request-mode body asks for: checked against `payloadSchema` and the allowed job
+        types, created with the delivery id as idempotency key. Raises `WebhookRefusal` with the status
+        the endpoint answers.
+
+        Called directly, it is the seed's testing pattern. A subclass may override it, as the seed's FAQ
+        does (priorities by job type, its own validation): the endpoint then calls the override once the
+        body is parsed and authenticated, answers 202 with what it returns (a `Job` as `{"job_id": ...}`,
+        a dict as it is), and an exception with a `status_code` (FastAPI's `HTTPException`) as that
+        status with its `detail`.
+        """
+        return await self._pipeline.create_requested(request, REQUEST_HEADERS.get())
 
     def _secret(self) -> str:
         if isinstance(self.spec, WebhookConfig) and self.spec.secret is not None:
