@@ -27,8 +27,7 @@ from fastapi import FastAPI, HTTPException
 
 from portico.adapters.job_queue.http import HttpJobQueue
 from portico.kits.job.job_service import JobService
-from portico.ports.job_creator import Job, JobCreator
-from portico.ports.job_queue import JobQueueError
+from portico.ports.job_creator import Job, JobCreationError, JobCreator
 from portico.ports.job_trigger import JobTrigger
 from portico.sources.webhook import WebhookConfig, WebhookJobRequest, WebhookTrigger
 from tests.conftest import RunningQueueService
@@ -318,7 +317,7 @@ async def test_faq_monitored_webhook_trigger_and_the_health_endpoint(job_service
     monitored = RunnableMonitoredWebhookTrigger(job_service)
     await monitored.start()
     await monitored._create_job_endpoint(WebhookJobRequest(job_type="email.send"))
-    with pytest.raises(JobQueueError):
+    with pytest.raises(JobCreationError):
         await monitored._create_job_endpoint(WebhookJobRequest.model_construct(job_type="", payload={}))
     app = FastAPI()
     app.include_router(webhook_trigger.router)
