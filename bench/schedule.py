@@ -77,6 +77,7 @@ class MeasuringCreator(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         now = time.time()
         if job_type == self.measure_type and metadata:
             scheduled = datetime.fromisoformat(metadata["scheduled_time"]).timestamp()

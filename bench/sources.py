@@ -72,6 +72,7 @@ class Tally(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         job = await self.inner.create_job(job_type, payload, queue_name, priority, metadata, idempotency_key)
         self.accepted.setdefault(idempotency_key or job.id, time.perf_counter())
         if len(self.accepted) >= self.expected:

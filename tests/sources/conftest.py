@@ -125,6 +125,7 @@ class CountingJobCreator(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         key = idempotency_key or ""
         self.calls[key] = self.calls.get(key, 0) + 1
         if self.hold_after is not None and sum(self.calls.values()) > self.hold_after:

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from portico.domain.histogram import Histogram
 from portico.operator.kube import EventRecorder
+from portico.operator.projection import counters
 from portico.operator.registry import TriggerRegistry
 from portico.operator.status import StatusWriter
 
@@ -100,8 +101,7 @@ class TriggerCollector(Collector):
         by_phase = dict.fromkeys(PHASES, 0)
         for managed in self.triggers.managed():
             trigger = managed.trigger
-            health = trigger.get_health() if trigger is not None else managed.last_health
-            n_jobs, n_errors = self.triggers.counters(managed, health)
+            n_jobs, n_errors = counters(managed, managed.health())
             values = [managed.ref.namespace, managed.ref.name, managed.source or "", managed.target or ""]
             jobs.add_metric(values, n_jobs)
             errors.add_metric(values, n_errors)

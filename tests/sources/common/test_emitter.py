@@ -1,14 +1,23 @@
 """What every source shares: provenance metadata, template merging, and counting jobs (not attempts)."""
 
 import json
+from datetime import UTC, datetime
+from typing import Any
+from unittest.mock import AsyncMock
+from uuid import uuid4
 
+import aiohttp
 import pytest
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.domain.histogram import Histogram
 from portico.domain.trigger import JobTemplate, TriggerRef
-from portico.ports.job_creator import JobCreationError
+from portico.ports.job_creator import Job, JobContext, JobCreationError, JobCreator, current_job_context
 from portico.sources.common.emitter import JobEmitter
+from portico.sources.schedule import ScheduleConfig, ScheduleTrigger
+from portico.sources.schedule.timing import Scheduler
+from portico.sources.webhook import WebhookConfig, WebhookTrigger
+from tests.sources.schedule.test_trigger import LoopClock
 
 REF = TriggerRef(name="t", namespace="ns", uid="u-1")
 
@@ -73,3 +82,92 @@ async def test_jobs_outside_the_input_policy_are_refused_for_every_source(
     assert where in str(refused.value)
     assert not creator.jobs
     assert emitter.errors_count == 1
+
+
+# --- the seed's test pattern: `create_job.assert_called_once_with(...)` --------------------------------
+
+
+def seed_mock_creator() -> tuple[AsyncMock, list[JobContext]]:
+    """The seed's testing FAQ mock, plus what the job context held during each call."""
+    mock_creator = AsyncMock(spec=JobCreator)
+    contexts: list[JobContext] = []
+
+    def create_job(**_: Any) -> Job:
+        contexts.append(current_job_context())
+        return Job(id=uuid4(), job_type="test.job", queue_name="default", payload={})  # type: ignore[arg-type]
+
+    mock_creator.create_job.side_effect = create_job
+    return mock_creator, contexts
+
+
+async def test_the_emitter_makes_the_seeds_exact_call() -> None:
+    mock_creator, contexts = seed_mock_creator()
+    emitter = JobEmitter(mock_creator, ref=REF, source="demo")
+
+    await emitter.emit(
+        job_type="test.job", payload={"data": "test"}, metadata={"x": "1"}, idempotency_key="k"
+    )
+
+    mock_creator.create_job.assert_called_once_with(
+        job_type="test.job", payload={"data": "test"}, queue_name="default", priority=0
+    )
+    [context] = contexts
+    assert context.idempotency_key == "k"
+    assert context.metadata == {**emitter.provenance(), "x": "1"}
+
+
+@pytest.mark.looptime
+async def test_a_schedule_trigger_makes_the_seeds_exact_call() -> None:
+    """Built as the seed builds it; the run's key and `scheduled_time` travel in the job context."""
+    mock_creator, contexts = seed_mock_creator()
+    clock = LoopClock(datetime(2026, 3, 2, 8, 59, 30, tzinfo=UTC))
+    scheduler = Scheduler(clock=clock)
+    schedule_trigger = ScheduleTrigger(
+        job_creator=mock_creator,
+        schedules=[ScheduleConfig(cron="0 9 * * *", job_type="test.job", payload={"data": "test"})],
+        ref=REF,
+        scheduler=scheduler,
+    )
+    await schedule_trigger.start()
+    try:
+        await clock.until(datetime(2026, 3, 2, 9, 0, 1, tzinfo=UTC))
+    finally:
+        await schedule_trigger.stop()
+        await scheduler.close()
+
+    mock_creator.create_job.assert_called_once_with(
+        job_type="test.job", payload={"data": "test"}, queue_name="default", priority=0
+    )
+    [context] = contexts
+    assert context.idempotency_key == f"{REF.key}:2026-03-02T09:00:00Z"
+    assert context.metadata["scheduled_time"] == "2026-03-02T09:00:00Z"
+    assert context.metadata["trigger.source"] == "schedule"
+
+
+async def test_a_webhook_trigger_makes_the_seeds_exact_call() -> None:
+    """A real request to a webhook trigger built as the seed builds it; the sender's delivery id becomes
+    the key in the job context."""
+    mock_creator, contexts = seed_mock_creator()
+    webhook_trigger = WebhookTrigger(
+        job_creator=mock_creator, config=WebhookConfig(prefix="/webhooks", port=0)
+    )
+    await webhook_trigger.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                webhook_trigger.url,
+                json={"job_type": "test.job", "payload": {"data": "test"}},
+                headers={"Idempotency-Key": "delivery-1"},
+            ) as response,
+        ):
+            assert response.status == 202, await response.text()
+    finally:
+        await webhook_trigger.stop()
+
+    mock_creator.create_job.assert_called_once_with(
+        job_type="test.job", payload={"data": "test"}, queue_name="default", priority=0
+    )
+    [context] = contexts
+    assert context.idempotency_key == f"{webhook_trigger.ref.key}:delivery-1"
+    assert context.metadata["trigger.source"] == "webhook"

@@ -74,6 +74,7 @@ class RecordingJobCreator(InMemoryJobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         self.calls.append((self.clock(), idempotency_key))
         if self.failures is None or len(self.calls) <= self.failures:
             raise JobCreationError("queue service unavailable (503)", retryable=self.retryable, status=503)

@@ -7,7 +7,7 @@ from typing import Any
 
 from portico.domain.input_policy import PolicyViolation, check_job
 from portico.domain.trigger import JobTemplate, TriggerRef
-from portico.ports.job_creator import Job, JobCreationError, JobCreator
+from portico.ports.job_creator import Job, JobCreationError, JobCreator, job_context
 from portico.ports.job_trigger import TriggerHealth
 from portico.ports.trigger_events import LoggingTriggerEvents, TriggerEvents
 
@@ -64,7 +64,11 @@ class JobEmitter:
         """Create one job. Unset fields come from the template; `payload` is merged over the
         template's payload. Raises `JobCreationError` (after counting it) when not accepted, without a
         retry when the job breaks the input policy (`portico.domain.input_policy`): whatever the source
-        (AMQP message, database row, file), such a job is refused before it reaches the queue."""
+        (AMQP message, database row, file), such a job is refused before it reaches the queue.
+
+        The creator is called with the seed's four arguments; the idempotency key and the metadata
+        (template, provenance, `metadata`) travel in the job context around the call, so a seed-style
+        mock sees exactly `create_job(job_type=, payload=, queue_name=, priority=)`."""
         t = self.template
         resolved_type = job_type or (t.type if t else None)
         if not resolved_type:
@@ -85,14 +89,13 @@ class JobEmitter:
                 f"the job breaks the input policy: {exc}", retryable=False, status=400
             ) from None
         try:
-            job = await self.job_creator.create_job(
-                job_type=resolved_type,
-                payload=merged_payload,
-                queue_name=resolved_queue,
-                priority=priority if priority is not None else (t.priority if t else 0),
-                metadata=merged_meta,
-                idempotency_key=idempotency_key,
-            )
+            with job_context(idempotency_key=idempotency_key, metadata=merged_meta):
+                job = await self.job_creator.create_job(
+                    job_type=resolved_type,
+                    payload=merged_payload,
+                    queue_name=resolved_queue,
+                    priority=priority if priority is not None else (t.priority if t else 0),
+                )
         except JobCreationError as exc:
             self.record_error(f"job creation failed: {exc}")
             raise
