@@ -13,9 +13,9 @@ from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_trigger import TriggerStartError
 from portico.sources.common.emitter import JobEmitter
 from portico.sources.webhook.mapping import JobMapping, WebhookJobRequest
-from portico.sources.webhook.messages import WebhookRequest, WebhookResponse
+from portico.sources.webhook.messages import WebhookRefusal, WebhookRequest, WebhookResponse
 from portico.sources.webhook.metrics import LATENCY_BUCKETS
-from portico.sources.webhook.pipeline import WebhookPipeline, WebhookRefusal
+from portico.sources.webhook.pipeline import WebhookPipeline
 from portico.sources.webhook.spec import WebhookSpec
 from tests.sources.conftest import RecordingEvents
 
@@ -214,3 +214,23 @@ def test_payload_mode_needs_a_job_type_source() -> None:
 
 def test_a_secret_ref_is_required_by_the_spec_not_by_the_pipeline() -> None:
     assert SecretRef(name="s", key="k") == WebhookSpec.model_validate(BEARER).auth.secret_ref
+
+
+async def test_an_endpoint_hook_creates_its_job_in_the_requests_job_context(jobs: InMemoryJobCreator) -> None:
+    """An override that calls the job creator itself still gets the delivery id as idempotency key and
+    the provenance metadata, so the sender's retry finds the job instead of making a second one."""
+    endpoint = pipeline(jobs, {"auth": {"type": "none"}}, JobTemplate(type="a.b", metadata={"team": "x"}))
+
+    async def hook(request: WebhookJobRequest) -> object:
+        return await jobs.create_job(request.job_type, request.payload, priority=9)
+
+    endpoint.endpoint = hook
+    first = answer(await endpoint.handle(post({"job_type": "a.b"}, **{"Idempotency-Key": "d-7"})))
+    again = answer(await endpoint.handle(post({"job_type": "a.b"}, **{"Idempotency-Key": "d-7"})))
+    assert first[0] == again[0] == 202
+    assert first[1] == again[1]
+    [job] = jobs.jobs.values()
+    assert (job.idempotency_key, job.priority) == ("uid-p:d-7", 9)
+    assert job.metadata["team"] == "x"
+    assert job.metadata["trigger.source"] == "webhook"
+    assert job.metadata["webhook.deliveryId"] == "d-7"

@@ -3,8 +3,7 @@ shared server, its own, or any ASGI application through `WebhookTrigger.router`.
 
 from portico.sources.webhook.asgi import WebhookASGI
 from portico.sources.webhook.mapping import WebhookJobRequest
-from portico.sources.webhook.messages import WebhookRequest, WebhookResponse
-from portico.sources.webhook.pipeline import WebhookRefusal
+from portico.sources.webhook.messages import WebhookRefusal, WebhookRequest, WebhookResponse
 from portico.sources.webhook.server import WebhookServer
 from portico.sources.webhook.source import WebhookSource
 from portico.sources.webhook.spec import (

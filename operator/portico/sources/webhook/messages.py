@@ -90,3 +90,25 @@ def is_json(headers: Mapping[str, str]) -> bool:
         return True
     mime = raw.split(";", 1)[0].strip().lower()
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+class WebhookRefusal(Exception):
+    """A request answered with an error status; `reason` goes to the log, `message` to the sender."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        reason: str = "",
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+        **extra: object,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason or message
+        self.headers = headers or {}
+        self.close = close
+        self.extra = extra

@@ -22,14 +22,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
 from portico.domain.input_policy import ENVELOPE_DEPTH, MAX_DEPTH, RULE_DEPTH, PolicyViolation, parse_json
-from portico.ports.job_creator import Job, JobCreationError
+from portico.ports.job_creator import Job, JobCreationError, job_context
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_events import TriggerEvents
+from portico.sources.common.drain import InFlight
 from portico.sources.common.emitter import JobEmitter
 from portico.sources.common.rate_limit import TokenBucket
 from portico.sources.webhook.mapping import BadDeliveryId, JobMapping, WebhookJobRequest, validation_message
 from portico.sources.webhook.messages import (
     UndecodableBody,
+    WebhookRefusal,
     WebhookRequest,
     WebhookResponse,
     client_gone,
@@ -44,28 +46,6 @@ logger = logging.getLogger(__name__)
 
 UNAVAILABLE_RETRY_AFTER_SECONDS = 10
 MAX_DETAIL_LENGTH = 300
-
-
-class WebhookRefusal(Exception):
-    """A request answered with an error status; `reason` goes to the log, `message` to the sender."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        reason: str = "",
-        headers: dict[str, str] | None = None,
-        close: bool = False,
-        **extra: object,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.reason = reason or message
-        self.headers = headers or {}
-        self.close = close
-        self.extra = extra
 
 
 def _unavailable(reason: str, **extra: object) -> WebhookRefusal:
@@ -121,11 +101,14 @@ class WebhookPipeline:
     ) -> None:
         self.spec = spec
         self.metrics = RequestMetrics()
-        self.inflight: set[asyncio.Task[Any]] = set()
+        self.inflight = InFlight()
+        """Each request is answered in a task of its own, so that `stop()` can drain them."""
         self.accepting = False
         self.endpoint: Endpoint | None = None
         """A request-mode hook in place of `create_requested`: a trigger subclass's own
-        `_create_job_endpoint`, as the seed's FAQ writes them."""
+        `_create_job_endpoint`, as the seed's FAQ writes them. It runs inside the request's job context
+        (the delivery id as idempotency key, provenance metadata), so even a job it creates by calling
+        the job creator itself is safe to retry and traceable."""
         self._mapping = mapping
         self._emitter = emitter
         self._events = events
@@ -144,18 +127,13 @@ class WebhookPipeline:
         """Answer one POST routed to this endpoint."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        task = asyncio.current_task()
-        if task is not None:
-            self.inflight.add(task)
+        deadline = started + self.spec.response_timeout_seconds
         try:
-            response = await self._answer(request, deadline=started + self.spec.response_timeout_seconds)
+            response: WebhookResponse = await self.inflight.start(self._answer(request, deadline=deadline))
         except WebhookRefusal as refusal:
             response = self._refuse(request, refusal)
         except ConnectionError:
             response = client_gone()
-        finally:
-            if task is not None:
-                self.inflight.discard(task)
         self.metrics.observe(response.status, loop.time() - started)
         self._events.changed()
         return response
@@ -305,9 +283,17 @@ class WebhookPipeline:
         if self.endpoint is None:
             job = await self.create_requested(job_request, headers)
             return json_answer(202, {"job_id": str(job.id)})
+        delivery_id = self._delivery_id(headers, None)
+        template = self._mapping.template
+        metadata = {
+            **(template.metadata if template else {}),
+            **self._emitter.provenance(),
+            **self._mapping.metadata(headers, delivery_id, event=None),
+        }
         token = REQUEST_HEADERS.set(headers)
         try:
-            result = await self.endpoint(job_request)
+            with job_context(idempotency_key=self._idempotency_key(delivery_id), metadata=metadata):
+                result = await self.endpoint(job_request)
         except WebhookRefusal:
             raise
         except Exception as exc:
@@ -366,7 +352,7 @@ class WebhookPipeline:
         A cancelled attempt may still have reached the queue service; the idempotency key derived from
         the delivery id makes the sender's retry find that job instead of creating a second one.
         """
-        idempotency_key = f"{self._scope}:{delivery_id}" if delivery_id is not None else None
+        idempotency_key = self._idempotency_key(delivery_id)
         try:
             job = await self._emitter.emit(
                 job_type=job_type,
@@ -400,6 +386,9 @@ class WebhookPipeline:
             self._queue_failing = False
             self._events.event("Normal", "QueueRecovered", "webhook deliveries are accepted again")
         return job
+
+    def _idempotency_key(self, delivery_id: str | None) -> str | None:
+        return f"{self._scope}:{delivery_id}" if delivery_id is not None else None
 
     def _queue_trouble(self, detail: str) -> None:
         """One Warning event per outage, not one per request."""

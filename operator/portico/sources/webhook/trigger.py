@@ -12,7 +12,6 @@ Three ways to serve it, one pipeline behind all of them:
   operator's `WebhookSource` does so for every JobTrigger with a `webhook` block.
 """
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,9 +25,9 @@ from portico.ports.trigger_source import SecretResolver
 from portico.sources.common.emitter import JobEmitter
 from portico.sources.webhook.asgi import ASGIApp, build_router
 from portico.sources.webhook.mapping import JobMapping, WebhookJobRequest
-from portico.sources.webhook.messages import WebhookRequest, WebhookResponse
+from portico.sources.webhook.messages import WebhookRefusal, WebhookRequest, WebhookResponse
 from portico.sources.webhook.metrics import RequestMetrics
-from portico.sources.webhook.pipeline import REQUEST_HEADERS, WebhookPipeline, WebhookRefusal
+from portico.sources.webhook.pipeline import REQUEST_HEADERS, WebhookPipeline
 from portico.sources.webhook.server import PathInUseError, WebhookServer
 from portico.sources.webhook.spec import (
     RateLimitSpec,
@@ -180,15 +179,9 @@ class WebhookTrigger(JobTrigger):
         server = self._server
         if server is not None:
             server.release(self.path, self)
-        inflight = self._pipeline.inflight
-        if inflight:
-            _, pending = await asyncio.wait(
-                set(inflight), timeout=self.spec.response_timeout_seconds + STOP_GRACE_SECONDS
-            )
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
+        await self._pipeline.inflight.drain(
+            self.spec.response_timeout_seconds + STOP_GRACE_SECONDS, cancel_wait_seconds=STOP_GRACE_SECONDS
+        )
         if self._shared_server is None and server is not None:
             await server.stop()
             self._server = None
