@@ -43,8 +43,8 @@ from pydantic import SecretStr
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.domain.trigger import JobTemplate, TriggerRef
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.testing.hostile import TOKEN, LogRecorder, exchange, hostile_case, reported_cases, status_of
 from portico.testing.processes import LISTENING, die_with_parent
 
@@ -171,7 +171,7 @@ async def main(cases: int, seed: int, concurrency: int) -> None:
                     trigger = WebhookTrigger(
                         creator,
                         WebhookConfig(
-                            prefix=f"/hooks/bench/{mode}",
+                            path=f"/hooks/bench/{mode}",
                             mode=mode,
                             allowed_job_types=["t"],
                             auth=WebhookAuthSpec(type="bearer"),

@@ -36,8 +36,8 @@ from aiohttp import web
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.trigger_source import StaticSecrets
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.testing.processes import listening_process, running_queue_service
 
 BENCH = "webhook"
@@ -65,7 +65,7 @@ def serve_webhook(queue_url: str, concurrency: int) -> None:
             trigger = WebhookTrigger(
                 creator,
                 WebhookConfig(
-                    prefix=PATH,
+                    path=PATH,
                     mode="payload",
                     auth=WebhookAuthSpec(
                         type="hmac", preset="github", secret_ref=SecretRef(name="gh", key="s")

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.domain.trigger import TriggerRef
 from portico.http_guard import ServerLimits
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 TOKEN = "tok-3f9c1d7e5b2a48c6"
 """A real bearer token: the one both servers are configured with."""
@@ -45,7 +45,7 @@ async def _webhook(limits: ServerLimits) -> AsyncIterator[Target]:
     jobs = InMemoryJobCreator()
     trigger = WebhookTrigger(
         jobs,
-        WebhookConfig(prefix="/hooks/team/h", auth=WebhookAuthSpec(type="bearer"), secret=SecretStr(TOKEN)),
+        WebhookConfig(path="/hooks/team/h", auth=WebhookAuthSpec(type="bearer"), secret=SecretStr(TOKEN)),
         ref=TriggerRef(name="h", namespace="team", uid="uid-h"),
         server=server,
     )
@@ -282,11 +282,11 @@ async def test_the_queue_service_bounds_the_time_to_send_a_body(queue_service_fa
 _WEBHOOK_SERVER_SCRIPT = """
 import asyncio, logging
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 async def main():
     logging.basicConfig(level=logging.INFO)
-    config = WebhookConfig(prefix="/hooks/h", host="127.0.0.1", port=0, auth=WebhookAuthSpec(type="none"))
+    config = WebhookConfig(path="/hooks/h", host="127.0.0.1", port=0, auth=WebhookAuthSpec(type="none"))
     trigger = WebhookTrigger(InMemoryJobCreator(), config)
     await trigger.start()
     print("listening on", trigger.url.rsplit("/hooks", 1)[0], flush=True)

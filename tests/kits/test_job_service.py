@@ -19,7 +19,7 @@ from portico.kits.job.job_service import JobService
 from portico.ports.job_creator import Job, JobCreator, JobStatus
 from portico.ports.job_trigger import JobTrigger
 from portico.sources.schedule.trigger import ScheduleConfig, ScheduleTrigger
-from portico.sources.webhook.trigger import WebhookConfig, WebhookTrigger
+from portico.sources.webhook import WebhookConfig, WebhookTrigger
 from tests.conftest import RunningQueueService
 
 

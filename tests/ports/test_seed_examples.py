@@ -21,7 +21,7 @@ from portico.adapters.job_queue.memory import InMemoryJobQueue
 from portico.kits.job.job_service import JobService
 from portico.ports.job_creator import Job, JobCreator
 from portico.ports.job_trigger import JobTrigger
-from portico.sources.webhook.trigger import WebhookJobRequest
+from portico.sources.webhook import WebhookJobRequest
 
 logger = structlog.get_logger()
 

@@ -9,7 +9,7 @@ from portico.sources.amqp.source import AmqpSource
 from portico.sources.database_poll.source import DatabasePollSource
 from portico.sources.file.source import FileSource
 from portico.sources.schedule import ScheduleSource
-from portico.sources.webhook.trigger import WebhookSource
+from portico.sources.webhook.source import WebhookSource
 
 
 def create_sources(settings: OperatorSettings) -> dict[str, TriggerSource[Any]]:

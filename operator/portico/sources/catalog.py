@@ -8,7 +8,7 @@ from portico.sources.amqp import AmqpSource
 from portico.sources.database_poll import DatabasePollSource
 from portico.sources.file import FileSource
 from portico.sources.schedule import ScheduleSource
-from portico.sources.webhook.trigger import WebhookSource
+from portico.sources.webhook import WebhookSource
 
 SOURCE_CLASSES: tuple[type[TriggerSource[Any]], ...] = (
     ScheduleSource,

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.domain.trigger import JobTemplate, TriggerRef
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.testing.hostile import TOKEN, Case, LogRecorder, deliberate, exchange, hostile_case, status_of
 
 MEMORY_GROWTH_LIMIT_KB = 400_000
@@ -38,7 +38,7 @@ async def endpoint(request: pytest.FixtureRequest, queue_service: Any) -> AsyncI
         trigger = WebhookTrigger(
             creator,
             WebhookConfig(
-                prefix="/hooks/h/any",
+                path="/hooks/h/any",
                 mode=request.param,
                 allowed_job_types=["t"],
                 auth=WebhookAuthSpec(type="bearer"),
@@ -62,7 +62,7 @@ def cases(draw: st.DrawFn, envelope: bool) -> Case:
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 async def test_hostile_requests_are_answered_without_harm(endpoint: Endpoint, data: st.DataObject) -> None:
-    case = data.draw(cases(envelope=endpoint.trigger.config.mode == "request"))
+    case = data.draw(cases(envelope=endpoint.trigger.spec.mode == "request"))
     before = len(await endpoint.queue.list_jobs())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with LogRecorder() as logs:

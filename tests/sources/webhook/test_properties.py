@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.trigger_source import StaticSecrets
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 SECRET = "property-secret"
 PATH = "/hooks/prop/hook"
@@ -111,7 +111,7 @@ async def endpoint() -> AsyncIterator[tuple[str, InMemoryJobCreator]]:
     trigger = WebhookTrigger(
         jobs,
         WebhookConfig(
-            prefix=PATH,
+            path=PATH,
             allowed_job_types=["ok.job"],
             auth=WebhookAuthSpec(type="hmac", preset="github", secret_ref=SecretRef(name="s", key="k")),
             payload_schema={"type": "object", "properties": {"amount": {"type": "integer", "minimum": 0}}},

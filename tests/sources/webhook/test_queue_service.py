@@ -18,8 +18,8 @@ from portico.adapters.job_creator.http import HttpJobCreator
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_creator import Job, JobCreator
 from portico.ports.trigger_source import StaticSecrets
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 SECRET = "queue-test-secret"
 RESPONSE_TIMEOUT = 1.0
@@ -62,7 +62,7 @@ async def github_trigger(server: WebhookServer, job_creator: JobCreator) -> Webh
     trigger = WebhookTrigger(
         job_creator,
         WebhookConfig(
-            prefix="/hooks/ci/push",
+            path="/hooks/ci/push",
             mode="payload",
             auth=WebhookAuthSpec(type="hmac", preset="github", secret_ref=SecretRef(name="gh", key="secret")),
             response_timeout_seconds=RESPONSE_TIMEOUT,
@@ -151,7 +151,7 @@ async def test_a_late_answer_is_503_but_the_redelivery_finds_the_stored_job(
 def _request_trigger(server: WebhookServer, creator: JobCreator, **config: Any) -> WebhookTrigger:
     return WebhookTrigger(
         creator,
-        WebhookConfig(prefix="/hooks/ci/any", auth=WebhookAuthSpec(type="none"), **config),
+        WebhookConfig(path="/hooks/ci/any", auth=WebhookAuthSpec(type="none"), **config),
         ref=TriggerRef(name="any", namespace="ci", uid="6a2d-uid"),
         template=JobTemplate(type="t", queue="p"),
         server=server,
@@ -221,7 +221,7 @@ async def test_a_recursive_payload_schema_with_deep_input_is_not_a_server_error(
         deep_schema_trigger = WebhookTrigger(
             creator,
             WebhookConfig(
-                prefix="/hooks/ci/tree",
+                path="/hooks/ci/tree",
                 mode="payload",
                 auth=WebhookAuthSpec(type="none"),
                 payload_schema=schema,

@@ -16,6 +16,7 @@ import pytest
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.trigger_source import StaticSecrets
+from portico.sources.webhook import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.sources.webhook.auth import (
     BearerVerifier,
     HmacVerifier,
@@ -25,7 +26,6 @@ from portico.sources.webhook.auth import (
     github_verifier,
 )
 from portico.sources.webhook.server import WebhookServer
-from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 STRIPE_SECRET = "whsec_test_5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH"
@@ -107,7 +107,7 @@ async def sender_endpoint(
     trigger = WebhookTrigger(
         jobs,
         WebhookConfig(
-            prefix="/hooks/ci/events",
+            path="/hooks/ci/events",
             mode="payload",
             auth=WebhookAuthSpec(type="hmac", secret_ref=REF, **auth),
         ),

@@ -1,6 +1,5 @@
 """The operator side of webhooks: `WebhookSource` and its one shared server (routes appear and disappear
-with triggers, a path has one owner), and `spec.webhook` validation as the API server and
-`portico validate` see it."""
+with triggers, a path has one owner)."""
 
 from __future__ import annotations
 
@@ -10,20 +9,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import ValidationError
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_events import LoggingTriggerEvents
 from portico.ports.trigger_source import StaticSecrets, TriggerContext
-from portico.sources.webhook.trigger import (
-    WebhookConfig,
-    WebhookSource,
-    WebhookSpec,
-    WebhookTrigger,
-    default_path,
-)
+from portico.sources.webhook import WebhookTrigger
+from portico.sources.webhook.source import WebhookSource
+from portico.sources.webhook.spec import WebhookSpec, default_path
 
 NO_AUTH = {"auth": {"type": "none"}}
 
@@ -165,123 +159,3 @@ async def test_closed_server_means_not_running(jobs: InMemoryJobCreator) -> None
     await source.close()
     assert not trigger.is_running
     await trigger.stop()
-
-
-# --- spec validation -----------------------------------------------------------------------------------
-
-
-def test_spec_defaults_and_wire_names() -> None:
-    spec = WebhookSpec.model_validate(
-        {
-            "auth": {"type": "hmac", "preset": "stripe", "secretRef": {"name": "s", "key": "k"}},
-            "mode": "payload",
-            "rateLimit": {"requestsPerSecond": 2.5},
-            "recordHeaders": ["User-Agent"],
-        }
-    )
-    assert (spec.max_body_bytes, spec.response_timeout_seconds, spec.auth.tolerance_seconds) == (
-        1048576,
-        5.0,
-        300,
-    )
-    assert spec.rate_limit is not None and spec.rate_limit.effective_burst == 3
-    config = WebhookConfig.from_spec(spec, path="/hooks/a/b")
-    assert (config.prefix, config.mode, config.record_headers) == ("/hooks/a/b", "payload", ["User-Agent"])
-    assert config.auth.secret_ref == SecretRef(name="s", key="k")
-    assert spec.to_resource()["rateLimit"] == {"requestsPerSecond": 2.5}
-
-
-@pytest.mark.parametrize(
-    ("spec", "problem"),
-    [
-        ({}, "auth"),
-        ({"auth": {"type": "hmac", "preset": "github"}}, "needs auth.secretRef"),
-        ({"auth": {"type": "bearer"}}, "needs auth.secretRef"),
-        (
-            {"auth": {"type": "bearer", "preset": "github", "secretRef": {"name": "a", "key": "b"}}},
-            "hmac only",
-        ),
-        ({"auth": {"type": "hmac", "secretRef": {"name": "a", "key": "b"}}}, "signature header"),
-        (
-            {
-                "auth": {
-                    "type": "hmac",
-                    "preset": "github",
-                    "header": "X-Sig",
-                    "secretRef": {"name": "a", "key": "b"},
-                }
-            },
-            "fixed by the github preset",
-        ),
-        (
-            {
-                "auth": {
-                    "type": "hmac",
-                    "preset": "slack",
-                    "algorithm": "sha1",
-                    "secretRef": {"name": "a", "key": "b"},
-                }
-            },
-            "sha256",
-        ),
-        ({**NO_AUTH, "payloadSchema": {"type": "objekt"}}, "payloadSchema is not a valid JSON Schema"),
-        ({**NO_AUTH, "payloadSchema": {"properties": {"a": {"minLength": -1}}}}, "$.properties.a.minLength"),
-        ({**NO_AUTH, "payloadSchema": {"$ref": "https://example.org/s.json"}}, "only refer to its own parts"),
-        (
-            {**NO_AUTH, "payloadSchema": {"properties": {"a": {"$ref": "#/$defs/gone"}}}},
-            "'#/$defs/gone' points to nothing",
-        ),
-        (
-            {**NO_AUTH, "jobTypeFromHeader": {"header": "X-Event", "mapping": {"push": "ci"}}},
-            "mode payload only",
-        ),
-        (
-            {
-                **NO_AUTH,
-                "mode": "payload",
-                "jobTypeFromHeader": {"header": "X-Event", "mapping": {"push": ""}},
-            },
-            "mapping",
-        ),
-        ({**NO_AUTH, "path": "hooks/no-slash"}, "path"),
-        ({**NO_AUTH, "path": "/hooks/../admin"}, "'..'"),
-        ({**NO_AUTH, "path": "/hooks/trailing/"}, "path"),
-        ({**NO_AUTH, "maxBodyBytes": 0}, "maxBodyBytes"),
-        ({**NO_AUTH, "maxBodyBytes": 11 * 1024 * 1024}, "maxBodyBytes"),
-        ({**NO_AUTH, "responseTimeoutSeconds": 10}, "responseTimeoutSeconds"),
-        ({**NO_AUTH, "rateLimit": {"requestsPerSecond": 0}}, "requestsPerSecond"),
-        ({**NO_AUTH, "recordHeaders": ["Bad Header"]}, "recordHeaders"),
-        ({**NO_AUTH, "allowedJobTypes": [""]}, "allowedJobTypes"),
-        ({**NO_AUTH, "unknownField": 1}, "unknownField"),
-    ],
-)
-def test_invalid_specs_are_refused_with_the_problem(spec: dict[str, Any], problem: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        WebhookSpec.model_validate(spec)
-    assert problem in str(info.value)
-
-
-def test_local_references_and_data_that_looks_like_one_are_fine() -> None:
-    schema = {
-        "$defs": {"amount": {"type": "integer"}},
-        "properties": {"a": {"$ref": "#/$defs/amount"}, "b": {"const": {"$ref": "not a reference"}}},
-    }
-    assert WebhookSpec.model_validate({**NO_AUTH, "payloadSchema": schema}).payload_schema == schema
-
-
-def test_cel_rules_are_declared_for_the_crd() -> None:
-    """The API server enforces these; the model validators above enforce the same for `portico validate`."""
-    schema = WebhookSpec.model_json_schema(by_alias=True)
-    rules = [r["rule"] for r in schema["x-kubernetes-validations"]]
-    assert any("secretRef" in rule for rule in rules)
-    auth_rules = [r["rule"] for r in schema["$defs"]["WebhookAuthSpec"]["x-kubernetes-validations"]]
-    assert len(auth_rules) == 4
-
-
-def test_library_config_needs_a_secret_for_authentication() -> None:
-    with pytest.raises(ValidationError, match="needs secret"):
-        WebhookConfig(auth={"type": "bearer"})
-    config = WebhookConfig(auth={"type": "bearer"}, secret="t0ken")
-    assert "t0ken" not in repr(config)
-    with pytest.raises(ValidationError, match="prefix"):
-        WebhookConfig(prefix="webhooks")

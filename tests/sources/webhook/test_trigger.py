@@ -21,14 +21,15 @@ from portico.ports.job_creator import Job, JobCreationError, JobCreator
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_events import TriggerEvents
 from portico.ports.trigger_source import StaticSecrets
-from portico.sources.webhook.server import LATENCY_BUCKETS, WebhookServer
-from portico.sources.webhook.trigger import (
+from portico.sources.webhook import (
     RateLimitSpec,
     WebhookAuthSpec,
     WebhookConfig,
     WebhookJobRequest,
     WebhookTrigger,
 )
+from portico.sources.webhook.metrics import LATENCY_BUCKETS
+from portico.sources.webhook.server import WebhookServer
 from tests.sources.conftest import RecordingEvents
 
 SECRET = "s3cr3t-signing-key"
@@ -107,7 +108,7 @@ async def serve(
     events: TriggerEvents | None = None,
     **config: Any,
 ) -> WebhookTrigger:
-    config.setdefault("prefix", f"/hooks/team/{name}")
+    config.setdefault("path", f"/hooks/team/{name}")
     trigger = WebhookTrigger(
         job_creator,
         WebhookConfig(**config),

@@ -1,4 +1,4 @@
-"""The HTTP server that webhook triggers share, and the per-endpoint plumbing around it.
+"""The HTTP server that webhook triggers share: an aiohttp adapter over the request pipeline.
 
 One server (one port) serves every webhook trigger of the operator process: a trigger claims its path
 on start and releases it on stop, so routes come and go with the resources without restarting
@@ -11,11 +11,9 @@ the caller cannot interrupt half-way.
 """
 
 import asyncio
-import bisect
-import json
+import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
@@ -27,25 +25,34 @@ from portico.http_guard import (
     body_read_refusal,
     encoding_refusal,
 )
+from portico.sources.webhook.messages import (
+    JSON_HEADERS,
+    UndecodableBody,
+    WebhookRequest,
+    WebhookResponse,
+    client_gone,
+    json_answer,
+    method_not_allowed,
+    no_webhook,
+)
+from portico.sources.webhook.spec import normalize_path
 
 logger = logging.getLogger(__name__)
 
-JSON_HEADERS = {"Content-Type": "application/json", "Server": "portico"}
-"""An internet-facing endpoint does not advertise its software versions (aiohttp would)."""
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
 """How long a stopping server lets open connections finish. Triggers drain their own requests before
 they release their paths, so by then little is left in flight."""
 
 
 class WebhookEndpoint(Protocol):
-    """What the server routes a POST to: one trigger's handler."""
+    """What the server routes a POST to: one trigger."""
 
     @property
     def owner(self) -> str:
         """Who serves the path (`namespace/name`), shown to the trigger that asks for the same path."""
         ...
 
-    async def handle(self, request: web.Request) -> web.StreamResponse: ...
+    async def handle(self, request: WebhookRequest) -> WebhookResponse: ...
 
 
 class PathInUseError(Exception):
@@ -55,17 +62,17 @@ class PathInUseError(Exception):
         self.owner = owner
 
 
-def normalize_path(path: str) -> str:
-    """`/hooks/a/` and `/hooks/a` are the same endpoint."""
-    return path.rstrip("/") or "/"
+def to_response(answer: WebhookResponse) -> web.Response:
+    response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+    if answer.close:
+        response.force_close()
+    return response
 
 
 def json_response(
     status: int, body: dict[str, object], headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(body).encode(), headers={**JSON_HEADERS, **(headers or {})}
-    )
+    return to_response(json_answer(status, body, headers))
 
 
 class WebhookServer:
@@ -152,36 +159,26 @@ class WebhookServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         endpoint = self._routes.get(normalize_path(request.path))
         if endpoint is None:
-            return json_response(404, {"error": "no webhook at this path"})
+            return to_response(no_webhook())
         if request.method != "POST":
-            return json_response(405, {"error": "only POST is accepted"}, {"Allow": "POST"})
+            return to_response(method_not_allowed())
+        incoming = WebhookRequest(
+            request.method,
+            request.path,
+            request.headers,
+            functools.partial(read_body_capped, request),
+            request.remote,
+        )
         try:
-            return await endpoint.handle(request)
+            answer = await endpoint.handle(incoming)
         except asyncio.CancelledError:
             raise
         except ConnectionError:
-            return client_gone()
+            answer = client_gone()
         except Exception:
             logger.exception("webhook handler failed", extra={"path": request.path, "owner": endpoint.owner})
-            return json_response(500, {"error": "internal error"})
-
-
-CLIENT_CLOSED_REQUEST = 499
-"""Recorded (never sent: nobody is listening) when the client went away before its request was read."""
-
-
-def client_gone() -> web.Response:
-    logger.debug("a webhook client closed its connection before its request was read")
-    return json_response(CLIENT_CLOSED_REQUEST, {"error": "the client closed the connection"})
-
-
-class UndecodableBody(Exception):
-    """The Content-Encoding is not one the server decodes, or the body is not valid data of it (415), or
-    its transfer encoding is malformed (400)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+            answer = json_answer(500, {"error": "internal error"})
+        return to_response(answer)
 
 
 async def read_body_capped(request: web.Request, limit: int) -> bytes | None:
@@ -210,55 +207,14 @@ async def read_body_capped(request: web.Request, limit: int) -> bytes | None:
             return None
 
 
-class TokenBucket:
-    """`rate` tokens per second up to `burst`; one request takes one token.
-
-    Time comes from the running loop's clock, so tests can fast-forward it.
-    """
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._updated: float | None = None
-
-    def try_take(self) -> float:
-        """0 when a token was taken, else the seconds until one will be available."""
-        now = asyncio.get_running_loop().time()
-        if self._updated is not None:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / self.rate
-
-
-LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-"""Upper bounds in seconds, Prometheus' default buckets: what the metrics exporter turns into a histogram."""
-
-
-@dataclass
-class RequestMetrics:
-    """Requests of one endpoint by status code and a latency histogram (non-cumulative bucket counts;
-    the last count is for requests slower than every bound)."""
-
-    by_status: dict[int, int] = field(default_factory=dict)
-    latency_bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    latency_sum_seconds: float = 0.0
-
-    @property
-    def count(self) -> int:
-        return sum(self.by_status.values())
-
-    def observe(self, status: int, seconds: float) -> None:
-        self.by_status[status] = self.by_status.get(status, 0) + 1
-        self.latency_bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum_seconds += seconds
-
-    def snapshot(self) -> "RequestMetrics":
-        return RequestMetrics(
-            by_status=dict(self.by_status),
-            latency_bucket_counts=list(self.latency_bucket_counts),
-            latency_sum_seconds=self.latency_sum_seconds,
-        )
+__all__ = [
+    "JSON_HEADERS",
+    "PathInUseError",
+    "UndecodableBody",
+    "WebhookEndpoint",
+    "WebhookServer",
+    "client_gone",
+    "json_response",
+    "normalize_path",
+    "read_body_capped",
+]
