@@ -1,0 +1,286 @@
+"""Shard ownership on Leases: each replica announces itself with a membership Lease and holds shard
+Leases, aiming for an even share of them.
+
+Every round (four per retry period) a replica lists the Lease set once, then:
+- renews its membership and the shards it holds (once per retry period);
+- releases surplus shards when more members are alive than when it took them (their triggers are
+  stopped and their status flushed first, then the Lease is released, so the next owner starts from
+  the written status);
+- takes free shards, and shards whose holder stopped renewing for the lease duration, up to its share.
+
+Expiry is judged by when *this* replica last saw a Lease change, never by comparing clocks across
+machines (as `leader.py` does). A replica that cannot renew within `renew_deadline` drops its shards
+on its own, before `lease_duration` runs out for the others; a conflicting write means someone else may
+hold the shard now, and it is dropped at once.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from portico.operator.sharding.leases import LeaseConflict, LeaseRecord, LeaseStore
+from portico.operator.sharding.shard_map import (
+    DEFAULT_SHARDS,
+    member_lease_name,
+    shard_lease_name,
+    shard_of,
+    target_share,
+)
+
+logger = logging.getLogger(__name__)
+
+ShardsCallback = Callable[[frozenset[int]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    prefix: str = "portico-operator"
+    shards: int = DEFAULT_SHARDS
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+async def _ignore(_: frozenset[int]) -> None:
+    return None
+
+
+class ShardCoordinator:
+    def __init__(
+        self,
+        store: LeaseStore,
+        identity: str,
+        settings: ShardSettings,
+        *,
+        on_acquired: ShardsCallback = _ignore,
+        on_released: ShardsCallback = _ignore,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.settings = settings
+        self.on_acquired = on_acquired
+        self.on_released = on_released
+        self.owned: frozenset[int] = frozenset()
+        """The shards whose triggers this replica runs."""
+        self.members: tuple[str, ...] = ()
+        self.target = 0
+        self.transitions = 0
+        """Shards taken or given up so far (a churn signal for the metrics)."""
+        self._held: dict[int, LeaseRecord] = {}
+        self._renewed: dict[int, float] = {}
+        self._member: LeaseRecord | None = None
+        self._member_renewed = 0.0
+        self._member_since: float | None = None
+        self._observed: dict[str, tuple[str | None, str | None]] = {}
+        self._observed_at: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.poll_period = max(0.05, settings.retry_period / 4)
+        self._offset = int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=4).digest(), "big")
+
+    def owns(self, shard: int) -> bool:
+        return shard in self.owned
+
+    def owns_uid(self, uid: str) -> bool:
+        return shard_of(uid, self.settings.shards) in self.owned
+
+    def shard_of(self, uid: str) -> int:
+        return shard_of(uid, self.settings.shards)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="shard-coordinator")
+
+    async def close(self, *, release: bool = True) -> None:
+        """Stop: give every shard up (their triggers stop first) and, if `release`, free the Leases so
+        the other replicas take them within one round instead of after the lease duration."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._give_up(sorted(self._held), release=release)
+        member, self._member = self._member, None
+        if release and member is not None:
+            with contextlib.suppress(Exception):
+                await self.store.write(member.name, None, 1, member)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("shard leases: %s", exc)
+                await self._drop_overdue()
+            await asyncio.sleep(self.poll_period * random.uniform(1.0, 1.2))
+
+    async def _round(self) -> None:
+        records = {r.name: r for r in await self.store.list()}
+        now = self._now()
+        for record in records.values():
+            seen = (record.holder, record.renew_time)
+            if self._observed.get(record.name) != seen:
+                self._observed[record.name] = seen
+                self._observed_at[record.name] = now
+        await self._keep_membership(records, now)
+        await self._renew(records, now)
+        self.members = self._alive_members(records, now)
+        self.target = target_share(self.members, self.identity, self.settings.shards)
+        settled = self._member_since is not None and now - self._member_since >= self.settings.retry_period
+        held = sorted(self._held)
+        if len(held) > self.target:
+            await self._give_up(held[self.target :], release=True)
+        elif len(held) < self.target and settled:
+            await self._acquire(records, now, self.target - len(held))
+
+    def _free(self, record: LeaseRecord | None, now: float) -> bool:
+        if record is None or record.holder is None:
+            return True
+        if record.holder == self.identity:
+            return True  # an earlier run of this replica (same identity) held it
+        return now > self._observed_at.get(record.name, now) + record.duration
+
+    def _alive_members(self, records: dict[str, LeaseRecord], now: float) -> tuple[str, ...]:
+        prefix = member_lease_name(self.settings.prefix, 0)[:-1]
+        alive = {
+            r.holder
+            for r in records.values()
+            if r.name.startswith(prefix) and r.holder is not None and not self._free(r, now)
+        }
+        if self._member is not None:
+            alive.add(self.identity)
+        return tuple(sorted(h for h in alive if h is not None))
+
+    async def _keep_membership(self, records: dict[str, LeaseRecord], now: float) -> None:
+        s = self.settings
+        if self._member is not None:
+            current = records.get(self._member.name)
+            if current is not None and current.holder not in (None, self.identity):
+                logger.warning("membership Lease %s taken by %s", current.name, current.holder)
+                self._member, self._member_since = None, None
+            elif now - self._member_renewed >= s.retry_period:
+                try:
+                    self._member = await self.store.write(
+                        self._member.name, self.identity, s.lease_duration, current
+                    )
+                    self._member_renewed = now
+                except LeaseConflict:
+                    pass
+            if self._member is not None and now - self._member_renewed > s.renew_deadline:
+                self._member, self._member_since = None, None
+            return
+        mine = [
+            r
+            for r in records.values()
+            if r.holder == self.identity and r.name.startswith(f"{s.prefix}-member-")
+        ]
+        slots = [mine[0].name] if mine else []
+        slots += [
+            member_lease_name(s.prefix, i)
+            for i in range(s.shards)
+            if self._free(records.get(member_lease_name(s.prefix, i)), now)
+        ]
+        for name in slots:
+            try:
+                self._member = await self.store.write(
+                    name, self.identity, s.lease_duration, records.get(name)
+                )
+            except LeaseConflict:
+                continue
+            self._member_renewed = now
+            self._member_since = now
+            logger.info("joined the shard members as %s (Lease %s)", self.identity, name)
+            return
+        logger.warning("no free membership Lease: more replicas than shards (%d)", s.shards)
+
+    async def _renew(self, records: dict[str, LeaseRecord], now: float) -> None:
+        s = self.settings
+        lost: list[int] = []
+
+        async def renew(shard: int) -> None:
+            current = records.get(shard_lease_name(s.prefix, shard))
+            if current is None or current.holder != self.identity:
+                lost.append(shard)
+                return
+            if now - self._renewed.get(shard, 0.0) < s.retry_period:
+                return
+            try:
+                self._held[shard] = await self.store.write(
+                    current.name, self.identity, s.lease_duration, current
+                )
+                self._renewed[shard] = now
+            except LeaseConflict:
+                lost.append(shard)
+            except Exception as exc:
+                logger.warning("could not renew shard %d: %s", shard, exc)
+
+        await asyncio.gather(*(renew(shard) for shard in list(self._held)))
+        if lost:
+            logger.warning("lost shards %s to another replica", sorted(lost))
+            await self._give_up(sorted(lost), release=False)
+        await self._drop_overdue()
+
+    async def _drop_overdue(self) -> None:
+        now = self._now()
+        overdue = [s for s in self._held if now - self._renewed.get(s, now) > self.settings.renew_deadline]
+        if overdue:
+            logger.warning("could not renew shards %s in time: giving them up", sorted(overdue))
+            await self._give_up(sorted(overdue), release=False)
+
+    async def _acquire(self, records: dict[str, LeaseRecord], now: float, wanted: int) -> None:
+        s = self.settings
+        order = [(self._offset + i) % s.shards for i in range(s.shards)]
+        gained: list[int] = []
+        for shard in order:
+            if len(gained) >= wanted:
+                break
+            name = shard_lease_name(s.prefix, shard)
+            previous = records.get(name)
+            if shard in self._held or not self._free(previous, now):
+                continue
+            try:
+                self._held[shard] = await self.store.write(name, self.identity, s.lease_duration, previous)
+            except LeaseConflict:
+                continue
+            self._renewed[shard] = now
+            gained.append(shard)
+        if gained:
+            self.owned = self.owned | frozenset(gained)
+            self.transitions += len(gained)
+            logger.info("took shards %s (%d of %d held)", gained, len(self._held), s.shards)
+            await self._notify(self.on_acquired, gained)
+
+    async def _give_up(self, shards: list[int], *, release: bool) -> None:
+        """Stop running the shards' triggers, then (if `release`) free their Leases."""
+        if not shards:
+            return
+        await self._notify(self.on_released, shards)
+        self.owned = self.owned - frozenset(shards)
+        self.transitions += len(shards)
+        records = [self._held.pop(s) for s in shards if s in self._held]
+        for s in shards:
+            self._renewed.pop(s, None)
+        if release:
+            results = await asyncio.gather(
+                *(self.store.write(r.name, None, 1, r) for r in records), return_exceptions=True
+            )
+            for record, result in zip(records, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.warning("could not release %s: %s", record.name, result)
+        logger.info("gave up shards %s (%d of %d held)", shards, len(self._held), self.settings.shards)
+
+    @staticmethod
+    async def _notify(callback: ShardsCallback, shards: list[int]) -> None:
+        try:
+            await callback(frozenset(shards))
+        except Exception:
+            logger.exception("error handling a change of shards %s", shards)
