@@ -17,6 +17,7 @@ import kopf
 # Kopf derives an identity from the login name unless given one, and a container's numeric user has no
 # passwd entry: the operator always passes its own (`--id`, POD_NAME, or the host name).
 from kopf._core.engines.peering import Identity
+from kubernetes_asyncio.client import ApiClient
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.logs import setup_logging
@@ -27,6 +28,8 @@ from portico.operator.leader import LeaderElector, LeaseSettings
 from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings, SettingsError
+from portico.operator.sharding.coordinator import ShardCoordinator, ShardSettings
+from portico.operator.sharding.leases import KubeLeaseStore
 from portico.operator.sources import create_sources
 from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
@@ -42,7 +45,8 @@ async def operate(
     api = await create_api_client(access)
     job_creator = HttpJobCreator(settings.queue_url, token=settings.queue_token)
     sources = create_sources(settings)
-    writer = JobTriggerWriter(api)
+    shards = shard_coordinator(settings, api)
+    writer = JobTriggerWriter(api, field_manager=f"portico-operator/{settings.identity}")
     status_writer = StatusWriter(writer, interval=settings.status_interval)
     events = EventRecorder(api, host=settings.identity)
     triggers = TriggerRegistry(
@@ -53,11 +57,14 @@ async def operate(
         secrets=SecretCache(api),
         finalizers=writer,
         stop_timeout=settings.stop_timeout,
-        leading=not settings.leader_election,
+        leading=not settings.leader_election and not settings.shards,
         targets=create_targets(settings.queue_url, api),
+        owner=shards.owns_uid if shards is not None else None,
     )
+    if shards is not None:
+        run_shards(shards, triggers)
     elector = None
-    if settings.leader_election:
+    if settings.leader_election and shards is None:
         elector = LeaderElector(
             api,
             settings.identity,
@@ -71,7 +78,7 @@ async def operate(
             on_started_leading=lambda: triggers.set_leading(True),
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
-    collector = TriggerCollector(triggers, status_writer, events, elector)
+    collector = TriggerCollector(triggers, status_writer, events, elector, shards)
     metrics = MetricsServer(settings.metrics_host, settings.metrics_port, collector)
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
@@ -88,6 +95,8 @@ async def operate(
         logger.info("operator stopping: stopping %d triggers", len(triggers))
         if elector is not None:
             await elector.close(release=True)
+        if shards is not None:
+            await shards.close(release=True)
         await triggers.stop_all()
         for source in reversed(opened):
             try:
@@ -106,6 +115,8 @@ async def operate(
         await metrics.start()
         if elector is not None:
             await elector.start()
+        if shards is not None:
+            await shards.start()
         logger.info(
             "operator starting",
             extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},
@@ -126,6 +137,39 @@ async def operate(
         await job_creator.close()
         await api.close()
         logger.info("operator stopped")
+
+
+def shard_coordinator(settings: OperatorSettings, api: ApiClient) -> ShardCoordinator | None:
+    """With `--shards N`: the coordinator whose shard Leases decide which triggers this replica runs."""
+    if not settings.shards:
+        return None
+    return ShardCoordinator(
+        KubeLeaseStore(api, settings.lease_namespace, settings.lease_name),
+        settings.identity,
+        ShardSettings(
+            prefix=settings.lease_name,
+            shards=settings.shards,
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+        ),
+    )
+
+
+def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry) -> None:
+    """Gaining a shard starts its triggers; losing one stops them and flushes their status first."""
+
+    def uids(shards: frozenset[int]) -> set[str]:
+        return {m.uid for m in triggers.managed() if coordinator.shard_of(m.uid) in shards}
+
+    async def acquired(shards: frozenset[int]) -> None:
+        await triggers.take_over(uids(shards))
+
+    async def released(shards: frozenset[int]) -> None:
+        await triggers.hand_over(uids(shards))
+
+    coordinator.on_acquired = acquired
+    coordinator.on_released = released
 
 
 def run_operator(args: argparse.Namespace) -> int:

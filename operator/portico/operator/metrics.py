@@ -54,6 +54,16 @@ class Elector(Protocol):
     transitions: int
 
 
+@runtime_checkable
+class ShardOwner(Protocol):
+    """Sharding as the metrics see it."""
+
+    owned: frozenset[int]
+    target: int
+    members: tuple[str, ...]
+    transitions: int
+
+
 class TriggerCollector(Collector):
     def __init__(
         self,
@@ -61,7 +71,9 @@ class TriggerCollector(Collector):
         status_writer: StatusWriter,
         events: EventRecorder | None = None,
         elector: Elector | None = None,
+        shards: ShardOwner | None = None,
     ) -> None:
+        self.shards = shards
         self.triggers = triggers
         self.status_writer = status_writer
         self.events = events
@@ -99,6 +111,8 @@ class TriggerCollector(Collector):
         )
         by_phase = dict.fromkeys(PHASES, 0)
         for managed in self.triggers.managed():
+            if not self.triggers.counts_metrics(managed):
+                continue
             trigger = managed.trigger
             health = trigger.get_health() if trigger is not None else managed.last_health
             n_jobs, n_errors = self.triggers.counters(managed, health)
@@ -166,6 +180,21 @@ class TriggerCollector(Collector):
             )
             transitions.add_metric([], self.elector.transitions)
             yield transitions
+        if self.shards is not None:
+            held = GaugeMetricFamily("portico_shards_held", "Shard Leases this replica holds.")
+            held.add_metric([], len(self.shards.owned))
+            yield held
+            target = GaugeMetricFamily("portico_shards_target", "This replica's even share of the shards.")
+            target.add_metric([], self.shards.target)
+            yield target
+            members = GaugeMetricFamily("portico_shard_members", "Replicas this replica sees alive.")
+            members.add_metric([], len(self.shards.members))
+            yield members
+            moves = CounterMetricFamily(
+                "portico_shard_transitions", "Shards this replica took or gave up (churn)."
+            )
+            moves.add_metric([], self.shards.transitions)
+            yield moves
 
     @staticmethod
     def _add_requests(

@@ -8,7 +8,7 @@ place that knows what a resource's status should say.
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -117,7 +117,7 @@ class _Events(TriggerEvents):
         self.registry.status_writer.mark_dirty(self.uid)
 
     def event(self, type: EventType, reason: str, message: str) -> None:
-        if self.registry.leading:
+        if self.registry.owns(self.uid):
             self.registry.events.record(self.ref, type, reason, message)
 
 
@@ -170,6 +170,7 @@ class TriggerRegistry:
         stop_timeout: float = 20.0,
         leading: bool = True,
         targets: Mapping[str, JobTarget[Any]] | None = None,
+        owner: Callable[[str], bool] | None = None,
     ) -> None:
         self.targets = dict(targets) if targets is not None else create_targets()
         self.finalizers = finalizers
@@ -183,12 +184,59 @@ class TriggerRegistry:
         self.retry_policy = retry or RetryPolicy()
         self.stop_timeout = stop_timeout
         self._triggers: dict[str, ManagedTrigger] = {}
+        self._owner = owner
+        """With sharding: whether this replica owns a trigger (by UID). Without: `leading` decides."""
+        self._handing_over: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._triggers)
 
     def get(self, uid: str) -> ManagedTrigger | None:
         return self._triggers.get(uid)
+
+    def owns(self, uid: str) -> bool:
+        """Whether this replica runs the trigger's single-active source and writes its phase,
+        finalizer and Events (every replica runs webhooks and adds its own counts)."""
+        return self.leading if self._owner is None else self._owner(uid)
+
+    def _may_run(self, uid: str) -> bool:
+        return self.owns(uid) and uid not in self._handing_over
+
+    def counts_metrics(self, managed: "ManagedTrigger") -> bool:
+        """Per-trigger metrics come from the replica that owns the trigger, or that runs it."""
+        return self._owner is None or self.owns(managed.uid) or managed.trigger is not None
+
+    async def take_over(self, uids: Collection[str]) -> None:
+        """This replica now owns these triggers (their shard): start them from their written status."""
+        self._handing_over.difference_update(uids)
+        chosen = [m for m in self.managed() if m.uid in uids]
+
+        async def take(managed: ManagedTrigger) -> None:
+            await self._set_finalizer(managed.resource, present=True)
+            await self.apply(managed.resource, force=True)
+            self.status_writer.mark_dirty(managed.uid, urgent=True)
+
+        await asyncio.gather(*(take(m) for m in chosen))
+
+    async def hand_over(self, uids: Collection[str]) -> None:
+        """This replica gives these triggers up (their shard): stop their single-active sources and
+        flush what they counted and scheduled, so the next owner resumes from the written status."""
+        chosen = [m for m in self.managed() if m.uid in uids]
+        self._handing_over.update(m.uid for m in chosen)
+
+        async def release(managed: ManagedTrigger) -> None:
+            self._cancel_retry(managed)
+            async with managed.lock:
+                if managed.source is not None and self.sources[managed.source].single_active:
+                    await self._stop_current(managed)
+                    managed.applied_generation = None
+
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await asyncio.gather(*(release(m) for m in chosen))
+        except TimeoutError:
+            logger.warning("not every handed-over trigger stopped within %.0fs", self.stop_timeout)
+        await self.status_writer.flush_all()
 
     def running(self) -> list[ManagedTrigger]:
         return [m for m in self._triggers.values() if m.trigger is not None and m.trigger.is_running]
@@ -212,7 +260,11 @@ class TriggerRegistry:
         await self.apply(resource)
 
     async def _set_finalizer(self, resource: Resource, *, present: bool) -> None:
-        if not self.leading or self.finalizers is None or (FINALIZER in resource.finalizers) == present:
+        if (
+            not self.owns(resource.ref.uid)
+            or self.finalizers is None
+            or (FINALIZER in resource.finalizers) == present
+        ):
             return
         others = [f for f in resource.finalizers if f != FINALIZER]
         await self.finalizers.set_finalizers(
@@ -319,7 +371,7 @@ class TriggerRegistry:
             self._fail(managed, "InvalidSpec", "The spec is invalid: " + "; ".join(exc.errors), retry=False)
             return
         managed.source = parsed.source
-        if self.sources[parsed.source].single_active and not self.leading:
+        if self.sources[parsed.source].single_active and not self._may_run(managed.uid):
             await self._stop_current(managed)
             managed.applied_generation = None
             return
@@ -493,7 +545,7 @@ class TriggerRegistry:
         self.status_writer.mark_dirty(managed.uid, urgent=True)
 
     def _event(self, managed: ManagedTrigger, type: EventType, reason: str, message: str) -> None:
-        if self.leading:
+        if self.owns(managed.uid):
             self.events.record(managed.ref, type, reason, message)
 
     async def _run_now_if_asked(self, managed: ManagedTrigger) -> None:
@@ -538,7 +590,9 @@ class TriggerRegistry:
         running = bool(trigger is not None and trigger.is_running)
         jobs, errors = self.counters(managed, health)
         previous = managed.resource.status
-        if not self.leading:
+        if managed.uid in self._handing_over and self.owns(managed.uid):
+            return self._handed_over_status(managed, health, jobs, errors)
+        if not self.owns(managed.uid):
             if trigger is None or health is None:
                 return {}
             own: dict[str, Any] = {"jobsCreated": jobs, "errors": errors}
@@ -582,3 +636,20 @@ class TriggerRegistry:
             }
         ]
         return {k: v for k, v in status.items() if v is not None or k == "lastError"}
+
+    @staticmethod
+    def _handed_over_status(
+        managed: ManagedTrigger, health: TriggerHealth | None, jobs: int, errors: int
+    ) -> dict[str, Any]:
+        """The last status a shard's previous owner writes: what it counted and scheduled, not its phase
+        (the trigger keeps running, on the next owner)."""
+        if health is None:
+            return {}
+        status: dict[str, Any] = {"jobsCreated": jobs, "errors": errors}
+        if health.last_job_id:
+            status["lastJobId"] = health.last_job_id
+            status["lastJobTime"] = _json(health.last_job_created)
+        for key, value in health.source_status.items():
+            if key in STATUS_FIELDS and value is not None and key not in ("isRunning", "phase"):
+                status[key] = _json(value)
+        return status
