@@ -10,7 +10,9 @@ from kubernetes_asyncio import client
 from portico.operator.sharding.coordinator import ShardCoordinator, ShardSettings
 from portico.operator.sharding.leases import LEASE_SET_LABEL, KubeLeaseStore
 
-FAST = ShardSettings(prefix="portico-test", shards=8, lease_duration=2.0, renew_deadline=1.5, retry_period=0.2)
+FAST = ShardSettings(
+    prefix="portico-test", shards=8, lease_duration=2.0, renew_deadline=1.5, retry_period=0.2
+)
 
 
 def coordinator(api: Any, namespace: str, identity: str, running: dict[int, str]) -> ShardCoordinator:

@@ -8,10 +8,12 @@ Every round (four per retry period) a replica lists the Lease set once, then:
   the written status);
 - takes free shards, and shards whose holder stopped renewing for the lease duration, up to its share.
 
-Expiry is judged by when *this* replica last saw a Lease change, never by comparing clocks across
-machines (as `leader.py` does). A replica that cannot renew within `renew_deadline` drops its shards
-on its own, before `lease_duration` runs out for the others; a conflicting write means someone else may
-hold the shard now, and it is dropped at once.
+Starting and stopping a shard's triggers happens beside the Lease loop, in order, on a worker task: a
+slow hand-over of many triggers never delays the renewals (a shard being handed over stays held and
+renewed until its triggers stopped). Expiry is judged by when *this* replica last saw a Lease change,
+never by comparing clocks across machines (as `leader.py` does). A replica that cannot renew within
+`renew_deadline` drops its shards on its own, before `lease_duration` runs out for the others; a
+conflicting write means someone else may hold the shard now, and it is dropped at once.
 """
 
 import asyncio
@@ -65,19 +67,24 @@ class ShardCoordinator:
         self.on_acquired = on_acquired
         self.on_released = on_released
         self.owned: frozenset[int] = frozenset()
-        """The shards whose triggers this replica runs."""
+        """The shards whose triggers this replica runs (or is handing over)."""
         self.members: tuple[str, ...] = ()
         self.target = 0
         self.transitions = 0
         """Shards taken or given up so far (a churn signal for the metrics)."""
         self._held: dict[int, LeaseRecord] = {}
         self._renewed: dict[int, float] = {}
+        self._releasing: set[int] = set()
         self._member: LeaseRecord | None = None
         self._member_renewed = 0.0
         self._member_since: float | None = None
         self._observed: dict[str, tuple[str | None, str | None]] = {}
         self._observed_at: dict[str, float] = {}
+        self._changes: asyncio.Queue[tuple[str, frozenset[int]]] = asyncio.Queue()
+        self._writing = asyncio.Lock()
+        """The Lease loop's writes and the worker's releases never interleave."""
         self._task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self.poll_period = max(0.05, settings.retry_period / 4)
         self._offset = int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=4).digest(), "big")
 
@@ -96,16 +103,24 @@ class ShardCoordinator:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="shard-coordinator")
+            self._worker = asyncio.create_task(self._work(), name="shard-handovers")
+            self._task = asyncio.create_task(self._run(), name="shard-leases")
 
     async def close(self, *, release: bool = True) -> None:
-        """Stop: give every shard up (their triggers stop first) and, if `release`, free the Leases so
-        the other replicas take them within one round instead of after the lease duration."""
+        """Stop: finish the hand-overs under way, give every shard up (their triggers stop first) and,
+        if `release`, free the Leases so the other replicas take them within one round instead of after
+        the lease duration."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._worker is not None:
+            await self._changes.join()
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
         await self._give_up(sorted(self._held), release=release)
         member, self._member = self._member, None
         if release and member is not None:
@@ -120,27 +135,47 @@ class ShardCoordinator:
                 raise
             except Exception as exc:
                 logger.warning("shard leases: %s", exc)
-                await self._drop_overdue()
+                self._drop_overdue()
             await asyncio.sleep(self.poll_period * random.uniform(1.0, 1.2))
+
+    async def _work(self) -> None:
+        while True:
+            kind, shards = await self._changes.get()
+            try:
+                if kind == "acquired":
+                    still = shards & self.owned
+                    if still:
+                        await self._notify(self.on_acquired, still)
+                elif kind == "release":
+                    await self._give_up(sorted(shards), release=True)
+                else:
+                    await self._notify(self.on_released, shards)
+            finally:
+                self._changes.task_done()
 
     async def _round(self) -> None:
         records = {r.name: r for r in await self.store.list()}
-        now = self._now()
-        for record in records.values():
-            seen = (record.holder, record.renew_time)
-            if self._observed.get(record.name) != seen:
-                self._observed[record.name] = seen
-                self._observed_at[record.name] = now
-        await self._keep_membership(records, now)
-        await self._renew(records, now)
-        self.members = self._alive_members(records, now)
-        self.target = target_share(self.members, self.identity, self.settings.shards)
-        settled = self._member_since is not None and now - self._member_since >= self.settings.retry_period
-        held = sorted(self._held)
-        if len(held) > self.target:
-            await self._give_up(held[self.target :], release=True)
-        elif len(held) < self.target and settled:
-            await self._acquire(records, now, self.target - len(held))
+        async with self._writing:
+            now = self._now()
+            for record in records.values():
+                seen = (record.holder, record.renew_time)
+                if self._observed.get(record.name) != seen:
+                    self._observed[record.name] = seen
+                    self._observed_at[record.name] = now
+            await self._keep_membership(records, now)
+            await self._renew(records, now)
+            self.members = self._alive_members(records, now)
+            self.target = target_share(self.members, self.identity, self.settings.shards)
+            settled = (
+                self._member_since is not None and now - self._member_since >= self.settings.retry_period
+            )
+            active = [s for s in sorted(self._held) if s not in self._releasing]
+            if len(active) > self.target:
+                surplus = frozenset(active[self.target :])
+                self._releasing |= surplus
+                self._changes.put_nowait(("release", surplus))
+            elif len(active) < self.target and settled:
+                await self._acquire(records, now, self.target - len(active))
 
     def _free(self, record: LeaseRecord | None, now: float) -> bool:
         if record is None or record.holder is None:
@@ -150,7 +185,7 @@ class ShardCoordinator:
         return now > self._observed_at.get(record.name, now) + record.duration
 
     def _alive_members(self, records: dict[str, LeaseRecord], now: float) -> tuple[str, ...]:
-        prefix = member_lease_name(self.settings.prefix, 0)[:-1]
+        prefix = f"{self.settings.prefix}-member-"
         alive = {
             r.holder
             for r in records.values()
@@ -168,13 +203,11 @@ class ShardCoordinator:
                 logger.warning("membership Lease %s taken by %s", current.name, current.holder)
                 self._member, self._member_since = None, None
             elif now - self._member_renewed >= s.retry_period:
-                try:
+                with contextlib.suppress(LeaseConflict):
                     self._member = await self.store.write(
                         self._member.name, self.identity, s.lease_duration, current
                     )
                     self._member_renewed = now
-                except LeaseConflict:
-                    pass
             if self._member is not None and now - self._member_renewed > s.renew_deadline:
                 self._member, self._member_since = None, None
             return
@@ -226,15 +259,26 @@ class ShardCoordinator:
         await asyncio.gather(*(renew(shard) for shard in list(self._held)))
         if lost:
             logger.warning("lost shards %s to another replica", sorted(lost))
-            await self._give_up(sorted(lost), release=False)
-        await self._drop_overdue()
+            self._lose(lost)
+        self._drop_overdue()
 
-    async def _drop_overdue(self) -> None:
+    def _drop_overdue(self) -> None:
         now = self._now()
         overdue = [s for s in self._held if now - self._renewed.get(s, now) > self.settings.renew_deadline]
         if overdue:
             logger.warning("could not renew shards %s in time: giving them up", sorted(overdue))
-            await self._give_up(sorted(overdue), release=False)
+            self._lose(overdue)
+
+    def _lose(self, shards: list[int]) -> None:
+        """Stop counting these shards as ours at once (another replica may hold them soon), and stop
+        their triggers on the worker."""
+        for shard in shards:
+            self._held.pop(shard, None)
+            self._renewed.pop(shard, None)
+            self._releasing.discard(shard)
+        self.owned = self.owned - frozenset(shards)
+        self.transitions += len(shards)
+        self._changes.put_nowait(("lost", frozenset(shards)))
 
     async def _acquire(self, records: dict[str, LeaseRecord], now: float, wanted: int) -> None:
         s = self.settings
@@ -256,31 +300,35 @@ class ShardCoordinator:
         if gained:
             self.owned = self.owned | frozenset(gained)
             self.transitions += len(gained)
-            logger.info("took shards %s (%d of %d held)", gained, len(self._held), s.shards)
-            await self._notify(self.on_acquired, gained)
+            logger.info("took shards %s (%d of %d held)", sorted(gained), len(self._held), s.shards)
+            self._changes.put_nowait(("acquired", frozenset(gained)))
 
     async def _give_up(self, shards: list[int], *, release: bool) -> None:
-        """Stop running the shards' triggers, then (if `release`) free their Leases."""
+        """Stop running the shards' triggers (they stay held and renewed meanwhile), then, if
+        `release`, free their Leases."""
+        shards = [s for s in shards if s in self._held]
         if not shards:
             return
-        await self._notify(self.on_released, shards)
-        self.owned = self.owned - frozenset(shards)
-        self.transitions += len(shards)
-        records = [self._held.pop(s) for s in shards if s in self._held]
-        for s in shards:
-            self._renewed.pop(s, None)
-        if release:
-            results = await asyncio.gather(
-                *(self.store.write(r.name, None, 1, r) for r in records), return_exceptions=True
-            )
-            for record, result in zip(records, results, strict=True):
-                if isinstance(result, BaseException):
-                    logger.warning("could not release %s: %s", record.name, result)
+        await self._notify(self.on_released, frozenset(shards))
+        async with self._writing:
+            records = [self._held.pop(s) for s in shards if s in self._held]
+            for s in shards:
+                self._renewed.pop(s, None)
+                self._releasing.discard(s)
+            self.owned = self.owned - frozenset(shards)
+            self.transitions += len(shards)
+            if release:
+                results = await asyncio.gather(
+                    *(self.store.write(r.name, None, 1, r) for r in records), return_exceptions=True
+                )
+                for record, result in zip(records, results, strict=True):
+                    if isinstance(result, BaseException):
+                        logger.warning("could not release %s: %s", record.name, result)
         logger.info("gave up shards %s (%d of %d held)", shards, len(self._held), self.settings.shards)
 
     @staticmethod
-    async def _notify(callback: ShardsCallback, shards: list[int]) -> None:
+    async def _notify(callback: ShardsCallback, shards: frozenset[int]) -> None:
         try:
-            await callback(frozenset(shards))
+            await callback(shards)
         except Exception:
-            logger.exception("error handling a change of shards %s", shards)
+            logger.exception("error handling a change of shards %s", sorted(shards))
