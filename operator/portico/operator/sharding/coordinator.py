@@ -84,6 +84,7 @@ class ShardCoordinator:
         self._writing = asyncio.Lock()
         """The Lease loop's writes and the worker's releases never interleave."""
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self.poll_period = max(0.05, settings.retry_period / 4)
         self._offset = int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=4).digest(), "big")
@@ -111,9 +112,15 @@ class ShardCoordinator:
         if `release`, free the Leases so the other replicas take them within one round instead of after
         the lease duration."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The round under way finishes: a write cancelled in flight may have reached the server,
+            # leaving this replica with a stale resourceVersion it could not release with.
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=self.settings.renew_deadline)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         if self._worker is not None:
             await self._changes.join()
@@ -128,15 +135,14 @@ class ShardCoordinator:
                 await self.store.write(member.name, None, 1, member)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._round()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 logger.warning("shard leases: %s", exc)
                 self._drop_overdue()
-            await asyncio.sleep(self.poll_period * random.uniform(1.0, 1.2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.poll_period * random.uniform(1.0, 1.2))
 
     async def _work(self) -> None:
         while True:
@@ -318,13 +324,27 @@ class ShardCoordinator:
             self.owned = self.owned - frozenset(shards)
             self.transitions += len(shards)
             if release:
-                results = await asyncio.gather(
-                    *(self.store.write(r.name, None, 1, r) for r in records), return_exceptions=True
-                )
-                for record, result in zip(records, results, strict=True):
-                    if isinstance(result, BaseException):
-                        logger.warning("could not release %s: %s", record.name, result)
+                await self._release(records)
         logger.info("gave up shards %s (%d of %d held)", shards, len(self._held), self.settings.shards)
+
+    async def _release(self, records: list[LeaseRecord]) -> None:
+        """Free the Leases; one whose version moved (a renewal that raced) is re-read and freed if it is
+        still ours. One that cannot be freed expires after the lease duration."""
+        results = await asyncio.gather(
+            *(self.store.write(r.name, None, 1, r) for r in records), return_exceptions=True
+        )
+        failed = [
+            r.name for r, result in zip(records, results, strict=True) if isinstance(result, BaseException)
+        ]
+        if not failed:
+            return
+        try:
+            current = {r.name: r for r in await self.store.list() if r.name in failed}
+            for record in current.values():
+                if record.holder == self.identity:
+                    await self.store.write(record.name, None, 1, record)
+        except Exception as exc:
+            logger.warning("could not release %s: %s", failed, exc)
 
     @staticmethod
     async def _notify(callback: ShardsCallback, shards: frozenset[int]) -> None:
