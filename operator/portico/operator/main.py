@@ -29,6 +29,7 @@ from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings, SettingsError
 from portico.operator.sharding.coordinator import ShardCoordinator, ShardSettings
+from portico.operator.sharding.lease_thread import LeaseThread, on_loop
 from portico.operator.sharding.leases import KubeLeaseStore
 from portico.operator.sources import create_sources
 from portico.operator.status import StatusWriter
@@ -45,7 +46,12 @@ async def operate(
     api = await create_api_client(access)
     job_creator = HttpJobCreator(settings.queue_url, token=settings.queue_token)
     sources = create_sources(settings)
-    shards = shard_coordinator(settings, api)
+    lease_thread = LeaseThread() if settings.shards else None
+    lease_api = None
+    if lease_thread is not None:
+        lease_thread.start()
+        lease_api = await lease_thread.call(create_api_client(access))
+    shards = shard_coordinator(settings, lease_api) if lease_api is not None else None
     writer = JobTriggerWriter(api, field_manager=f"portico-operator/{settings.identity}")
     status_writer = StatusWriter(writer, interval=settings.status_interval)
     events = EventRecorder(api, host=settings.identity)
@@ -95,8 +101,8 @@ async def operate(
         logger.info("operator stopping: stopping %d triggers", len(triggers))
         if elector is not None:
             await elector.close(release=True)
-        if shards is not None:
-            await shards.close(release=True)
+        if shards is not None and lease_thread is not None:
+            await lease_thread.call(shards.close(release=True))
         await triggers.stop_all()
         for source in reversed(opened):
             try:
@@ -115,8 +121,8 @@ async def operate(
         await metrics.start()
         if elector is not None:
             await elector.start()
-        if shards is not None:
-            await shards.start()
+        if shards is not None and lease_thread is not None:
+            await lease_thread.call(shards.start())
         logger.info(
             "operator starting",
             extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},
@@ -136,13 +142,16 @@ async def operate(
         await metrics.close()
         await job_creator.close()
         await api.close()
+        if lease_thread is not None:
+            if lease_api is not None:
+                await lease_thread.call(lease_api.close())
+            lease_thread.stop()
         logger.info("operator stopped")
 
 
-def shard_coordinator(settings: OperatorSettings, api: ApiClient) -> ShardCoordinator | None:
-    """With `--shards N`: the coordinator whose shard Leases decide which triggers this replica runs."""
-    if not settings.shards:
-        return None
+def shard_coordinator(settings: OperatorSettings, api: ApiClient) -> ShardCoordinator:
+    """The coordinator whose shard Leases decide which triggers this replica runs (`--shards N`); `api`
+    belongs to the lease thread's loop."""
     return ShardCoordinator(
         KubeLeaseStore(api, settings.lease_namespace, settings.lease_name),
         settings.identity,
@@ -157,7 +166,9 @@ def shard_coordinator(settings: OperatorSettings, api: ApiClient) -> ShardCoordi
 
 
 def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry) -> None:
-    """Gaining a shard starts its triggers; losing one stops them and flushes their status first."""
+    """Gaining a shard starts its triggers; losing one stops them and flushes their status first (on
+    this, the main loop, while the coordinator waits on the lease thread)."""
+    main = asyncio.get_running_loop()
 
     def uids(shards: frozenset[int]) -> set[str]:
         return {m.uid for m in triggers.managed() if coordinator.shard_of(m.uid) in shards}
@@ -168,8 +179,8 @@ def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry) -> None
     async def released(shards: frozenset[int]) -> None:
         await triggers.hand_over(uids(shards))
 
-    coordinator.on_acquired = acquired
-    coordinator.on_released = released
+    coordinator.on_acquired = on_loop(main, acquired)
+    coordinator.on_released = on_loop(main, released)
 
 
 def run_operator(args: argparse.Namespace) -> int:
