@@ -32,6 +32,7 @@ from portico.testing.control_plane import ControlPlane, find_binaries
 from portico.testing.fleet import (
     cpu_percent,
     create_all,
+    install_crds,
     lateness_ms,
     list_jobs,
     peak_rss_mb,
@@ -228,13 +229,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp,
         ControlPlane(bin_dir=find_binaries(ROOT), data_dir=Path(tmp) / "cp") as cp,
     ):
-        kubectl = [str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.kubeconfig}"]
-        subprocess.run(
-            [*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")], check=True, capture_output=True
-        )
-        subprocess.run(
-            [*kubectl, "wait", "--for=condition=Established", "crd", "--all"], check=True, capture_output=True
-        )
+        install_crds(cp, ROOT / "crds")
         asyncio.run(run(cp, args, Path(tmp)))
     return 0
 

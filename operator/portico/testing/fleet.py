@@ -7,6 +7,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ from typing import Any
 from kubernetes_asyncio import client, watch
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
+from portico.testing.control_plane import ControlPlane
 
 FAR_FUTURE_CRON = "0 0 1 1 *"
 
@@ -138,3 +140,18 @@ def percentile(samples: list[float], q: float) -> float:
     if len(samples) < 2:
         return samples[0] if samples else float("nan")
     return statistics.quantiles(samples, n=100, method="inclusive")[round(q) - 1]
+
+
+def install_crds(cp: ControlPlane, crds_dir: Path, timeout: float = 60) -> None:
+    """Apply the CRDs and wait until they are Established (`kubectl wait` fails at once while a new CRD
+    has no conditions yet, so it is retried)."""
+    kubectl = [str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.kubeconfig}"]
+    subprocess.run([*kubectl, "apply", "--server-side", "-f", str(crds_dir)], check=True, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while subprocess.run(
+        [*kubectl, "wait", "--for=condition=Established", "crd", "--all", "--timeout=10s"],
+        capture_output=True,
+    ).returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the CRDs were not Established in time")
+        time.sleep(0.5)
