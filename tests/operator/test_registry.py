@@ -459,3 +459,42 @@ async def test_a_targets_own_creator_serves_its_trigger_and_is_closed_after_it(e
     assert target.built[1].closed and source.built[-1].context.job_creator is shared
     await registry.remove("uid-1")
     assert not shared_closed
+
+
+@pytest.mark.looptime
+async def test_sharded_ownership_runs_only_owned_triggers_and_hands_over_with_a_final_flush() -> None:
+    """With an owner predicate (sharding), a trigger runs only while this replica owns it; giving it up
+    stops it and flushes its counts, but not a phase: the trigger keeps running on its next owner."""
+    source, patcher, events = FakeSource(), Patcher(), Events()
+    writer = StatusWriter(patcher, interval=1.0)
+    await writer.start()
+    owned: set[str] = set()
+    creator = InMemoryJobCreator()
+    registry = TriggerRegistry(
+        sources={"fake": source},
+        job_creator=creator,
+        status_writer=writer,
+        events=events,
+        secrets=SecretCache(None),
+        owner=owned.__contains__,
+    )
+    await registry.apply(resource())
+    await settle()
+    assert source.built == [] and patcher.status == {} and events.events == []
+
+    owned.add("uid-1")
+    await registry.take_over({"uid-1"})
+    await settle()
+    assert source.built[-1].is_running
+    assert patcher.status["phase"] == "Running" and patcher.status["isRunning"] is True
+    await source.built[-1].run_now("a")
+    await registry.hand_over({"uid-1"})
+    owned.discard("uid-1")
+    assert not source.built[-1].is_running
+    assert patcher.status["jobsCreated"] == 1, "the counts are flushed before the shard is let go"
+    assert patcher.status["isRunning"] is True, "no phase written on the way out"
+    await registry.apply(resource(generation=2))
+    await settle()
+    assert len(source.built) == 1, "a spec change does not start a trigger this replica does not own"
+    await registry.stop_all()
+    await writer.close()
