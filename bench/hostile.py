@@ -42,9 +42,9 @@ import aiohttp
 from pydantic import SecretStr
 
 from portico.adapters.job_creator.http import HttpJobCreator
-from portico.adapters.job_trigger.webhook_server import WebhookServer
-from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.domain.trigger import JobTemplate, TriggerRef
+from portico.sources.webhook.server import WebhookServer
+from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.testing.hostile import TOKEN, LogRecorder, exchange, hostile_case, reported_cases, status_of
 from portico.testing.processes import LISTENING, die_with_parent
 

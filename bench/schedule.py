@@ -36,10 +36,10 @@ from typing import Any
 from croniter import croniter
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.adapters.job_trigger.schedule_trigger import ScheduleConfig, ScheduleTrigger
-from portico.adapters.job_trigger.scheduling import Scheduler
 from portico.domain.trigger import TriggerRef
 from portico.ports.job_creator import Job, JobCreator
+from portico.sources.schedule.timing import Scheduler
+from portico.sources.schedule.trigger import ScheduleConfig, ScheduleTrigger
 from portico.testing.processes import running_queue_service
 
 BENCH = "schedule"
@@ -77,6 +77,7 @@ class MeasuringCreator(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         now = time.time()
         if job_type == self.measure_type and metadata:
             scheduled = datetime.fromisoformat(metadata["scheduled_time"]).timestamp()

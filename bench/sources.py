@@ -34,11 +34,11 @@ import asyncpg
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.adapters.job_trigger.amqp_trigger import AmqpSpec, RabbitMQTrigger
-from portico.adapters.job_trigger.db_poll_trigger import DatabasePollingTrigger, DatabasePollSpec
-from portico.adapters.job_trigger.file_trigger import FileSpec, FileTrigger
 from portico.domain.trigger import JobTemplate, SecretRef
 from portico.ports.job_creator import Job, JobCreator
+from portico.sources.amqp.trigger import AmqpSpec, RabbitMQTrigger
+from portico.sources.database_poll.trigger import DatabasePollingTrigger, DatabasePollSpec
+from portico.sources.file.trigger import FileSpec, FileTrigger
 from portico.testing.processes import running_queue_service
 from portico.testing.services import PostgresServer, RabbitMQServer
 
@@ -72,6 +72,7 @@ class Tally(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         job = await self.inner.create_job(job_type, payload, queue_name, priority, metadata, idempotency_key)
         self.accepted.setdefault(idempotency_key or job.id, time.perf_counter())
         if len(self.accepted) >= self.expected:

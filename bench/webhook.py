@@ -34,10 +34,10 @@ import aiohttp
 from aiohttp import web
 
 from portico.adapters.job_creator.http import HttpJobCreator
-from portico.adapters.job_trigger.webhook_server import WebhookServer
-from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.domain.trigger import JobTemplate, SecretRef, TriggerRef
 from portico.ports.trigger_source import StaticSecrets
+from portico.sources.webhook.server import WebhookServer
+from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.testing.processes import listening_process, running_queue_service
 
 BENCH = "webhook"

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from portico.operator.crd import build_crd, render_crd
-from portico.operator.sources import SOURCE_CLASSES
+from portico.sources.catalog import SOURCE_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,10 +18,10 @@ import pytest
 from pydantic import SecretStr
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.adapters.job_trigger.webhook_server import WebhookServer
-from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 from portico.domain.trigger import TriggerRef
 from portico.http_guard import ServerLimits
+from portico.sources.webhook.server import WebhookServer
+from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 TOKEN = "tok-3f9c1d7e5b2a48c6"
 """A real bearer token: the one both servers are configured with."""
@@ -282,7 +282,7 @@ async def test_the_queue_service_bounds_the_time_to_send_a_body(queue_service_fa
 _WEBHOOK_SERVER_SCRIPT = """
 import asyncio, logging
 from portico.adapters.job_creator.memory import InMemoryJobCreator
-from portico.adapters.job_trigger.webhook_trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
+from portico.sources.webhook.trigger import WebhookAuthSpec, WebhookConfig, WebhookTrigger
 
 async def main():
     logging.basicConfig(level=logging.INFO)

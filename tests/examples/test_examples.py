@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from portico.operator.resource import parse_spec
-from portico.operator.sources import SOURCE_CLASSES
 from portico.operator.targets import TARGET_CLASSES
+from portico.sources.catalog import SOURCE_CLASSES
 from tests.conftest import EXAMPLES_DIR, Kubectl
 
 EXAMPLE_FILES = sorted(EXAMPLES_DIR.glob("*.yaml"))

@@ -14,12 +14,12 @@ import pytest
 
 from portico.adapters.job_queue.http import HttpJobQueue
 from portico.adapters.job_queue.memory import InMemoryJobQueue
-from portico.adapters.job_trigger.schedule_trigger import ScheduleConfig, ScheduleTrigger
-from portico.adapters.job_trigger.webhook_trigger import WebhookConfig, WebhookTrigger
 from portico.kits.job import JobService as JobServiceFromKit
 from portico.kits.job.job_service import JobService
 from portico.ports.job_creator import Job, JobCreator, JobStatus
 from portico.ports.job_trigger import JobTrigger
+from portico.sources.schedule.trigger import ScheduleConfig, ScheduleTrigger
+from portico.sources.webhook.trigger import WebhookConfig, WebhookTrigger
 from tests.conftest import RunningQueueService
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from portico.adapters.job_trigger.webhook_auth import build_verifier
 from portico.kubectl_plugin.webhook_curl import signed_curl
+from portico.sources.webhook.auth import build_verifier
 
 SECRET = "s3cr3t 'with' $quotes \\ and spaces"
 BODY = '{"event": "push", "n": 1}'

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from portico.operator.crd import build_crd, render_crd
 from portico.operator.resource import JobTriggerStatus, spec_model
-from portico.operator.sources import SOURCE_CLASSES
+from portico.sources.catalog import SOURCE_CLASSES
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "jobtrigger.yaml"
 

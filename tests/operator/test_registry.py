@@ -10,7 +10,6 @@ from pydantic import Field
 
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.adapters.job_creator.queue_service import QueueServiceTargetSpec
-from portico.adapters.job_trigger.common import JobEmitter
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef, TriggerRef
 from portico.operator.kube import EventSink, SecretCache
@@ -22,6 +21,7 @@ from portico.ports.job_target import JobTarget, TargetContext
 from portico.ports.job_trigger import JobTrigger, TriggerHealth, TriggerStartError
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import TriggerContext, TriggerSource
+from portico.sources.common.emitter import JobEmitter
 
 
 class FakeSpec(SpecModel):

@@ -354,7 +354,7 @@ def _pod_problem(pod: Any) -> str:
 
 def _expected_crd() -> dict[str, Any]:
     from portico.operator.crd import build_crd
-    from portico.operator.sources import SOURCE_CLASSES
+    from portico.sources.catalog import SOURCE_CLASSES
 
     version: dict[str, Any] = build_crd(SOURCE_CLASSES)["spec"]["versions"][0]
     return version

@@ -7,12 +7,12 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from portico.adapters.job_trigger.schedule_trigger import ScheduleError, ScheduleSpec
-from portico.adapters.job_trigger.scheduling import parse_timetable
 from portico.kubectl_plugin.cluster import Cluster, PluginError
 from portico.kubectl_plugin.get import source_of
 from portico.kubectl_plugin.output import document, human_duration, table
 from portico.operator.resource import format_validation_error
+from portico.sources.schedule.timing import parse_timetable
+from portico.sources.schedule.trigger import ScheduleError, ScheduleSpec
 
 MAX_COUNT = 1000
 

@@ -200,7 +200,7 @@ class TriggerCollector(Collector):
     def _add_requests(
         requests: CounterMetricFamily, latency: HistogramMetricFamily, namespace: str, name: str, m: Any
     ) -> None:
-        from portico.adapters.job_trigger.webhook_server import LATENCY_BUCKETS
+        from portico.sources.webhook.server import LATENCY_BUCKETS
 
         for code, count in sorted(m.by_status.items()):
             requests.add_metric([namespace, name, str(code)], count)

@@ -1,22 +1,15 @@
-"""The one place that knows every kind of source: maps a spec block's key to its implementation."""
+"""The operator's instances of every source in the catalog, built from its settings (the webhook
+server's address and limits)."""
 
 from typing import Any
 
-from portico.adapters.job_trigger.amqp_trigger import AmqpSource
-from portico.adapters.job_trigger.db_poll_trigger import DatabasePollSource
-from portico.adapters.job_trigger.file_trigger import FileSource
-from portico.adapters.job_trigger.schedule_trigger import ScheduleSource
-from portico.adapters.job_trigger.webhook_trigger import WebhookSource
 from portico.operator.settings import OperatorSettings
 from portico.ports.trigger_source import TriggerSource
-
-SOURCE_CLASSES: tuple[type[TriggerSource[Any]], ...] = (
-    ScheduleSource,
-    WebhookSource,
-    FileSource,
-    AmqpSource,
-    DatabasePollSource,
-)
+from portico.sources.amqp.trigger import AmqpSource
+from portico.sources.database_poll.trigger import DatabasePollSource
+from portico.sources.file.trigger import FileSource
+from portico.sources.schedule.trigger import ScheduleSource
+from portico.sources.webhook.trigger import WebhookSource
 
 
 def create_sources(settings: OperatorSettings) -> dict[str, TriggerSource[Any]]:

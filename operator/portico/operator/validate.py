@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from portico.operator.manifest_reader import InvalidYaml, Source, load_documents, read_sources
 from portico.operator.resource import GROUP, KIND, VERSION, SpecError, parse_spec
-from portico.operator.sources import SOURCE_CLASSES
+from portico.sources.catalog import SOURCE_CLASSES
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 MAX_LINE = 1000

@@ -1,8 +1,20 @@
-"""The port through which every trigger enqueues work: a job-queue service."""
+"""The port through which every trigger enqueues work: a job-queue service.
+
+A trigger calls `create_job` with the seed's four arguments (type, payload, queue, priority), so a
+plain `AsyncMock(spec=JobCreator)` sees exactly the call the seed's tests assert. What makes a job safe
+to retry and traceable, its idempotency key and provenance metadata, travels beside the call in a
+`JobContext` (`with job_context(...)`); every `JobCreator` merges it with the explicit arguments
+through `JobCreator.with_context`.
+"""
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -73,7 +85,66 @@ class JobCreationError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class JobContext:
+    """The idempotency key and metadata of the job about to be created, set around a `create_job` call
+    by `job_context`. Immutable, so a context seen by one call can never change under another."""
+
+    idempotency_key: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+    def merged(self, metadata: Mapping[str, str] | None, idempotency_key: str | None) -> "JobContext":
+        """This context with explicit values over it: a key given wins, metadata given is merged over."""
+        return JobContext(
+            idempotency_key if idempotency_key is not None else self.idempotency_key,
+            {**self.metadata, **(metadata or {})},
+        )
+
+
+NO_JOB_CONTEXT = JobContext()
+_current_job_context: ContextVar[JobContext] = ContextVar("portico_job_context", default=NO_JOB_CONTEXT)
+
+
+def current_job_context() -> JobContext:
+    """The job context in force in this task (empty outside any `job_context`)."""
+    return _current_job_context.get()
+
+
+@contextmanager
+def job_context(
+    *, idempotency_key: str | None = None, metadata: Mapping[str, str] | None = None
+) -> Iterator[JobContext]:
+    """Give the jobs created inside the block an idempotency key and metadata, without passing them to
+    `create_job`.
+
+    Nested blocks build on the outer one: the innermost key given wins, metadata is merged (inner over
+    outer). The context lives in a `ContextVar`, so it follows the task that set it: concurrent tasks on
+    one loop never see each other's, and a task started inside the block keeps the block's context.
+    """
+    context = current_job_context().merged(metadata, idempotency_key)
+    token = _current_job_context.set(context)
+    try:
+        yield context
+    finally:
+        _current_job_context.reset(token)
+
+
 class JobCreator(ABC):
+    """Creates jobs. Every implementation honours the job context: it reads its key and metadata through
+    `with_context`, so a key set with `job_context` deduplicates exactly like one passed explicitly."""
+
+    @staticmethod
+    def with_context(
+        metadata: Mapping[str, str] | None, idempotency_key: str | None
+    ) -> tuple[dict[str, str], str | None]:
+        """The metadata and idempotency key of this call: the explicit arguments over the job context
+        in force (an explicit key wins, explicit metadata is merged over the context's)."""
+        context = current_job_context().merged(metadata, idempotency_key)
+        return dict(context.metadata), context.idempotency_key
+
     @abstractmethod
     async def create_job(
         self,
@@ -85,6 +156,9 @@ class JobCreator(ABC):
         idempotency_key: str | None = None,
     ) -> Job:
         """Create a job, or return the existing one when `idempotency_key` was seen before.
+
+        `metadata` and `idempotency_key` are merged over the job context (`with_context`): triggers set
+                them with `job_context` and pass only the job's type, payload, queue and priority.
 
         Raises `JobCreationError` when the job was not accepted.
         """

@@ -18,11 +18,11 @@ from kubernetes_asyncio import client
 from portico.adapters.job_creator.celery_task import CeleryJobCreator
 from portico.adapters.job_creator.cloud_events import CloudEventsJobCreator
 from portico.adapters.job_creator.kubernetes_job import KubernetesJobCreator, KubernetesJobTargetSpec
-from portico.adapters.job_trigger.amqp_trigger import AmqpSpec, RabbitMQTrigger
 from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_creator import JobCreator
+from portico.sources.amqp.trigger import AmqpSpec, RabbitMQTrigger
 from portico.testing.services import RabbitMQServer
-from tests.adapters.job_trigger.conftest import eventually
+from tests.sources.conftest import eventually
 
 TEMPLATE = JobTemplate(type="event.handle", queue="events")
 

@@ -148,6 +148,7 @@ class CeleryJobCreator(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         if self._closed:
             raise JobCreationError("the job creator is closed", retryable=False)
         key = idempotency_key if idempotency_key is not None else f"random/{uuid.uuid4()}"

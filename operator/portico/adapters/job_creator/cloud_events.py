@@ -93,6 +93,7 @@ class CloudEventsJobCreator(HttpJobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         what = f"sending a {job_type!r} event"
         try:
             body = _strict_json.encode(payload).encode()

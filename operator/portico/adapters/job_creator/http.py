@@ -349,6 +349,7 @@ class HttpJobCreator(JobCreator):
         own retries safe. A job outside the input policy is refused by the queue service (400, not
         retried), before it is stored. Keys that are not header-safe are sent hashed
         (`header_safe_idempotency_key`)."""
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         return await self._create(job_type, payload, queue_name, priority, metadata, idempotency_key, None)
 
     async def _create(

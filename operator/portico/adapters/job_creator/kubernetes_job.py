@@ -217,9 +217,9 @@ class KubernetesJobCreator(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         key = idempotency_key if idempotency_key is not None else f"random/{uuid.uuid4()}"
         name = job_name(self.trigger.name, key)
-        metadata = metadata or {}
         body = self.manifest(name, job_type, payload, queue_name, priority, metadata, key)
         what = f"creating Job {self.namespace}/{name}"
         existing = False

@@ -26,6 +26,7 @@ class InMemoryJobCreator(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         if idempotency_key is not None and idempotency_key in self._by_key:
             return self.jobs[self._by_key[idempotency_key]].model_copy(update={"existing": True})
         job = Job(

@@ -1,1 +1,2 @@
-"""Event sources. Each module is one source: its config model, its validation and its trigger class."""
+"""The seed's import paths for the triggers. Each module re-exports its source's package
+(`portico.sources.<source>`), where the code lives."""

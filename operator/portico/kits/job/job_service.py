@@ -23,6 +23,7 @@ class JobService(JobCreator):
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        metadata, idempotency_key = self.with_context(metadata, idempotency_key)
         return await self.job_queue.enqueue(
             job_type,
             payload,
