@@ -41,7 +41,7 @@ def test_shards_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch
     assert settings("--shards", "32").shards == 32
     monkeypatch.setenv("PORTICO_SHARDS", "16")
     assert settings().shards == 16
-    with pytest.raises(SettingsError, match="--shards must be between 0 .* and 1024, not 5000"):
+    with pytest.raises(SettingsError, match=r"--shards must be between 0 .* and 1024, not 5000"):
         settings("--shards", "5000")
     with pytest.raises(SystemExit):
         settings("--shards", "many")
