@@ -498,3 +498,20 @@ async def test_sharded_ownership_runs_only_owned_triggers_and_hands_over_with_a_
     assert len(source.built) == 1, "a spec change does not start a trigger this replica does not own"
     await registry.stop_all()
     await writer.close()
+
+
+@pytest.mark.looptime
+async def test_a_deletion_seen_while_no_replica_owns_the_shard_is_finalized_by_the_next_owner(
+    env: Any,
+) -> None:
+    registry, source, *_ = env
+    owned: set[str] = set()
+    registry._owner = owned.__contains__
+    writer = registry.finalizers = Finalizers()
+    await registry.observe("ADDED", body(finalizers=[FINALIZER]))
+    await registry.observe("MODIFIED", body(finalizers=[FINALIZER], deleting=True, version="9"))
+    assert writer.writes == [] and source.built == []
+    owned.add("uid-1")
+    await registry.take_over({"uid-1"})
+    assert writer.writes == [([], "9")], "released by the shard's new owner"
+    assert source.built == [], "and never started"

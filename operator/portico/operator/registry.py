@@ -187,6 +187,8 @@ class TriggerRegistry:
         self._owner = owner
         """With sharding: whether this replica owns a trigger (by UID). Without: `leading` decides."""
         self._handing_over: set[str] = set()
+        self._unfinalized: dict[str, Resource] = {}
+        """Deleted objects whose finalizer waits for their owner (a shard's next owner releases it)."""
 
     def __len__(self) -> int:
         return len(self._triggers)
@@ -210,13 +212,18 @@ class TriggerRegistry:
         """This replica now owns these triggers (their shard): start them from their written status."""
         self._handing_over.difference_update(uids)
         chosen = [m for m in self.managed() if m.uid in uids]
+        deleted = [self._unfinalized.pop(uid) for uid in list(self._unfinalized) if uid in uids]
 
         async def take(managed: ManagedTrigger) -> None:
             await self._set_finalizer(managed.resource, present=True)
-            await self.apply(managed.resource, force=True)
+            serving = managed.source is not None and not self.sources[managed.source].single_active
+            if not (serving and managed.trigger is not None):  # a webhook runs here already
+                await self.apply(managed.resource, force=True)
             self.status_writer.mark_dirty(managed.uid, urgent=True)
 
-        await asyncio.gather(*(take(m) for m in chosen))
+        await asyncio.gather(
+            *(take(m) for m in chosen), *(self._set_finalizer(r, present=False) for r in deleted)
+        )
 
     async def hand_over(self, uids: Collection[str]) -> None:
         """This replica gives these triggers up (their shard): stop their single-active sources and
@@ -248,11 +255,14 @@ class TriggerRegistry:
         object disappears; the leader adds it on first sight and releases it once the trigger stopped."""
         uid = body.get("metadata", {}).get("uid", "")
         if event_type == "DELETED":
+            self._unfinalized.pop(uid, None)
             await self.remove(uid)
             return
         resource = Resource.from_body(body)
         if body.get("metadata", {}).get("deletionTimestamp"):
             await self.remove(uid)
+            if self._owner is not None and not self.owns(uid) and FINALIZER in resource.finalizers:
+                self._unfinalized[uid] = resource
             await self._set_finalizer(resource, present=False)
             return
         await self._set_finalizer(resource, present=True)
