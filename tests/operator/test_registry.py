@@ -462,22 +462,12 @@ async def test_a_targets_own_creator_serves_its_trigger_and_is_closed_after_it(e
 
 
 @pytest.mark.looptime
-async def test_sharded_ownership_runs_only_owned_triggers_and_hands_over_with_a_final_flush() -> None:
+async def test_sharded_ownership_runs_only_owned_triggers_and_hands_over_with_a_final_flush(env: Any) -> None:
     """With an owner predicate (sharding), a trigger runs only while this replica owns it; giving it up
     stops it and flushes its counts, but not a phase: the trigger keeps running on its next owner."""
-    source, patcher, events = FakeSource(), Patcher(), Events()
-    writer = StatusWriter(patcher, interval=1.0)
-    await writer.start()
+    registry, source, patcher, events, _ = env
     owned: set[str] = set()
-    creator = InMemoryJobCreator()
-    registry = TriggerRegistry(
-        sources={"fake": source},
-        job_creator=creator,
-        status_writer=writer,
-        events=events,
-        secrets=SecretCache(None),
-        owner=owned.__contains__,
-    )
+    registry._owner = owned.__contains__
     await registry.apply(resource())
     await settle()
     assert source.built == [] and patcher.status == {} and events.events == []
@@ -496,8 +486,6 @@ async def test_sharded_ownership_runs_only_owned_triggers_and_hands_over_with_a_
     await registry.apply(resource(generation=2))
     await settle()
     assert len(source.built) == 1, "a spec change does not start a trigger this replica does not own"
-    await registry.stop_all()
-    await writer.close()
 
 
 @pytest.mark.looptime
