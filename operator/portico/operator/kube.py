@@ -16,14 +16,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.domain.trigger import SecretRef, TriggerRef
+from portico.operator.finalizers import FinalizerWriter
 from portico.operator.resource import GROUP, KIND, PLURAL, VERSION
-from portico.operator.status import (
-    ConflictError,
-    FinalizerWriter,
-    ObjectStatus,
-    ResourceGoneError,
-    StatusPatcher,
-)
+from portico.operator.status import ConflictError, ObjectStatus, ResourceGoneError, StatusPatcher
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import SecretNotFoundError, SecretResolver
 

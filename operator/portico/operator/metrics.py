@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from portico.domain.histogram import Histogram
 from portico.operator.kube import EventRecorder
+from portico.operator.projection import counters
 from portico.operator.registry import TriggerRegistry
 from portico.operator.status import StatusWriter
 
@@ -114,8 +115,7 @@ class TriggerCollector(Collector):
             if not self.triggers.counts_metrics(managed):
                 continue
             trigger = managed.trigger
-            health = trigger.get_health() if trigger is not None else managed.last_health
-            n_jobs, n_errors = self.triggers.counters(managed, health)
+            n_jobs, n_errors = counters(managed, managed.health())
             values = [managed.ref.namespace, managed.ref.name, managed.source or "", managed.target or ""]
             jobs.add_metric(values, n_jobs)
             errors.add_metric(values, n_errors)

@@ -2,8 +2,8 @@
 the status, and the names that are part of the API."""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -28,6 +28,45 @@ def object_path(ref: TriggerRef) -> str:
 
 
 Phase = Literal["Pending", "Running", "Suspended", "Failed"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What the operator needs of a JobTrigger object."""
+
+    ref: TriggerRef
+    generation: int
+    spec: Mapping[str, Any]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    status: Mapping[str, Any] = field(default_factory=dict)
+    resource_version: str | None = None
+    finalizers: tuple[str, ...] = ()
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Resource":
+        meta = body.get("metadata", {})
+        return cls(
+            ref=TriggerRef(name=meta["name"], namespace=meta.get("namespace", ""), uid=meta.get("uid", "")),
+            generation=int(meta.get("generation", 0)),
+            spec=dict(body.get("spec") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            status=dict(body.get("status") or {}),
+            resource_version=meta.get("resourceVersion"),
+            finalizers=tuple(meta.get("finalizers") or ()),
+            created_at=_timestamp(meta.get("creationTimestamp")),
+        )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp from the API server, or None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Condition(SpecModel):

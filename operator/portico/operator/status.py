@@ -55,13 +55,6 @@ class StatusPatcher(ABC):
         """The current status. Raises `ResourceGoneError`."""
 
 
-class FinalizerWriter(ABC):
-    @abstractmethod
-    async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
-        """Replace `metadata.finalizers`, only if the object is still at `resource_version` (a
-        concurrent change fails the write rather than being overwritten)."""
-
-
 def _newer(candidate: str, current: str | None) -> bool:
     if current is None:
         return True

@@ -1,0 +1,121 @@
+"""What a resource's status should say now, from what the operator holds for it and its trigger's
+health: pure functions, so the status a user sees can be tested without a trigger or an API server.
+The status writer decides when and how it is written."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from portico.operator.managed import ManagedTrigger
+from portico.operator.resource import JobTriggerStatus
+from portico.ports.job_trigger import TriggerHealth
+
+STATUS_FIELDS = frozenset(f.alias or n for n, f in JobTriggerStatus.model_fields.items())
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    return value
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The Ready condition's status, reason and message."""
+
+    status: str
+    reason: str
+    message: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What a transition is: a change of status or reason (not of the message)."""
+        return self.status, self.reason
+
+
+def counters(managed: ManagedTrigger, health: TriggerHealth | None) -> tuple[int, int]:
+    """Jobs created and errors counted by this process for the resource: earlier trigger instances
+    (before a reconfigure) plus the current one. The status writer adds them to the totals."""
+    live = managed.trigger is not None and health is not None
+    jobs = managed.base_jobs + (health.jobs_created_count if live and health else 0)
+    errors = managed.base_errors + managed.errors + (health.errors_count if live and health else 0)
+    return jobs, errors
+
+
+def readiness(managed: ManagedTrigger, health: TriggerHealth | None) -> Readiness:
+    """Ready is True while the trigger runs; a trigger whose phase says Running but that cannot create
+    jobs now (a broker outage) is `NotRunning`, with its last error."""
+    if managed.phase == "Running" and not managed.running:
+        message = (health.last_error if health else None) or "The trigger is not running."
+        return Readiness("False", "NotRunning", message)
+    return Readiness("True" if managed.phase == "Running" else "False", managed.reason, managed.message)
+
+
+def follower_status(managed: ManagedTrigger, health: TriggerHealth | None) -> dict[str, Any]:
+    """What a replica that is not the leader writes: only its own counts, for the triggers every
+    replica serves (webhooks); phase, conditions and the rest are the leader's."""
+    if managed.trigger is None or health is None:
+        return {}
+    jobs, errors = counters(managed, health)
+    own: dict[str, Any] = {"jobsCreated": jobs, "errors": errors}
+    if health.last_job_id:
+        own["lastJobId"] = health.last_job_id
+        own["lastJobTime"] = json_value(health.last_job_created)
+    return own
+
+
+def handed_over_status(managed: ManagedTrigger, health: TriggerHealth | None) -> dict[str, Any]:
+    """The last status a shard's previous owner writes: what it counted and scheduled, not a phase (the
+    trigger keeps running, on the next owner, which resumes from this)."""
+    if health is None:
+        return {}
+    jobs, errors = counters(managed, health)
+    status: dict[str, Any] = {"jobsCreated": jobs, "errors": errors}
+    if health.last_job_id:
+        status["lastJobId"] = health.last_job_id
+        status["lastJobTime"] = json_value(health.last_job_created)
+    for key, value in health.source_status.items():
+        if key in STATUS_FIELDS and value is not None and key not in ("isRunning", "phase"):
+            status[key] = json_value(value)
+    return status
+
+
+def leader_status(managed: ManagedTrigger, health: TriggerHealth | None, ready: Readiness) -> dict[str, Any]:
+    """The status the resource should have now, as camelCase JSON."""
+    jobs, errors = counters(managed, health)
+    previous = managed.resource.status
+    status: dict[str, Any] = {
+        "phase": managed.phase,
+        "isRunning": managed.running,
+        "source": managed.source,
+        "target": managed.target,
+        "observedGeneration": managed.applied_generation,
+        "jobsCreated": jobs,
+        "errors": errors,
+    }
+    if health is not None:
+        status["lastJobId"] = health.last_job_id or previous.get("lastJobId")
+        status["lastJobTime"] = json_value(health.last_job_created) or previous.get("lastJobTime")
+        for key, value in health.source_status.items():
+            if key in STATUS_FIELDS:
+                status[key] = json_value(value)
+    status["lastError"] = managed.error or (health.last_error if health else None)
+    status["conditions"] = [
+        {
+            "type": "Ready",
+            "status": ready.status,
+            "reason": ready.reason,
+            "message": ready.message,
+            "lastTransitionTime": rfc3339(managed.transition),
+            "observedGeneration": managed.applied_generation,
+        }
+    ]
+    return {k: v for k, v in status.items() if v is not None or k == "lastError"}
