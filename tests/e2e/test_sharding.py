@@ -25,7 +25,7 @@ SHARDS = 32
 LEASE_SECONDS = 5
 SHARDED = (
     "--shards", str(SHARDS),
-    "--lease-duration", str(LEASE_SECONDS), "--renew-deadline", "4", "--retry-period", "2",
+    "--lease-duration", str(LEASE_SECONDS), "--renew-deadline", "4", "--retry-period", "1",
     "--status-interval", "2",
 )  # fmt: skip
 IDLE, TICKERS = 285, 15

@@ -128,11 +128,13 @@ class ShardCoordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        await self._give_up(sorted(self._held), release=release)
+        # Leave the members first: the others raise their shares at once and take each shard as soon
+        # as it is freed, instead of a round after the last one.
         member, self._member = self._member, None
         if release and member is not None:
             with contextlib.suppress(Exception):
                 await self.store.write(member.name, None, 1, member)
+        await self._give_up(sorted(self._held), release=release)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
