@@ -289,22 +289,31 @@ class ShardCoordinator:
         self._changes.put_nowait(("lost", frozenset(shards)))
 
     async def _acquire(self, records: dict[str, LeaseRecord], now: float, wanted: int) -> None:
+        """Take up to `wanted` free or expired shards, writing a batch at a time (one round trip, not
+        one per shard: after a crash every survivor wants its part of the orphans at once)."""
         s = self.settings
         order = [(self._offset + i) % s.shards for i in range(s.shards)]
+        candidates = [
+            shard
+            for shard in order
+            if shard not in self._held and self._free(records.get(shard_lease_name(s.prefix, shard)), now)
+        ]
         gained: list[int] = []
-        for shard in order:
-            if len(gained) >= wanted:
-                break
+
+        async def take(shard: int) -> None:
             name = shard_lease_name(s.prefix, shard)
-            previous = records.get(name)
-            if shard in self._held or not self._free(previous, now):
-                continue
             try:
-                self._held[shard] = await self.store.write(name, self.identity, s.lease_duration, previous)
+                self._held[shard] = await self.store.write(
+                    name, self.identity, s.lease_duration, records.get(name)
+                )
             except LeaseConflict:
-                continue
+                return
             self._renewed[shard] = now
             gained.append(shard)
+
+        while candidates and len(gained) < wanted:
+            batch, candidates = candidates[: wanted - len(gained)], candidates[wanted - len(gained) :]
+            await asyncio.gather(*(take(shard) for shard in batch))
         if gained:
             self.owned = self.owned | frozenset(gained)
             self.transitions += len(gained)
