@@ -169,10 +169,11 @@ class TriggerCollector(Collector):
     def _leadership(self) -> Iterator[Metric]:
         leader = GaugeMetricFamily(
             "portico_leader",
-            "1 while this replica runs the single-active sources (holds the Lease, or runs without "
-            "leader election).",
+            "1 while this replica runs single-active sources (holds the Lease or, sharded, at least one "
+            "shard; or runs without leader election).",
         )
-        leader.add_metric([], 1.0 if self.triggers.leading else 0.0)
+        runs_some = bool(self.shards.owned) if self.shards is not None else self.triggers.leading
+        leader.add_metric([], 1.0 if runs_some else 0.0)
         yield leader
         if self.elector is not None:
             transitions = CounterMetricFamily(
