@@ -8,6 +8,7 @@ import json
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from portico.operator.sharding.shard_map import shard_of
 from portico.testing.control_plane import ControlPlane
@@ -165,6 +167,16 @@ def ticks_exactly_once(queue_url: str) -> dict[str, list[datetime]]:
     return by_trigger
 
 
+def scrape(op: Operator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def start_replicas(start_operator: OperatorFactory, names: list[str]) -> dict[str, Operator]:
     return {name: start_operator("--id", name, *SHARDED) for name in names}
 
@@ -191,6 +203,13 @@ def test_three_replicas_split_evenly_a_crash_moves_its_slice_a_join_takes_a_shar
     assert set(per_replica) == set(replicas)
     assert all(70 <= n <= 130 for n in per_replica.values()), per_replica
     assert_one_writer_per_owner(kubectl, leases)
+    for name, op in replicas.items():
+        metrics = scrape(op)
+        held = sum(1 for who in by_shard.values() if who == name)
+        assert metrics[("portico_shards_held", ())] == held and metrics[("portico_leader", ())] == 1
+        assert metrics[("portico_shard_members", ())] == 3
+        running = sum(v for (metric, _), v in metrics.items() if metric == "portico_trigger_running")
+        assert running == per_replica[name], "each replica counts the metrics of its own triggers"
 
     wait_for(lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= 3 * TICKERS, timeout=30)
     dead = "replica-c"
