@@ -2,7 +2,8 @@
 (`--shards 32`), then a replica crash.
 
 Per replica count, in the same run: seconds from the first create until every trigger is Running; each
-replica's peak RSS, and its RSS before any trigger existed (the fixed baseline); fire lateness p50/p99
+replica's peak RSS, its RSS once the probes have run (settled), and its RSS before any trigger existed
+(the fixed baseline); fire lateness p50/p99
 (queue service's creation time minus the scheduled second) of `--probes` every-second schedules added
 once all N are registered. Then, with the most replicas, one replica is killed (SIGKILL): the seconds
 until its shards are held again (from the Leases' acquireTime), and over the probes' scheduled seconds
@@ -179,6 +180,7 @@ async def one_size(
         ]
         samples = lateness_ms([j for j in jobs if scheduled_at(j) >= start + 1])
         out["lateness"] = (percentile(samples, 50), percentile(samples, 99), len(samples))
+        out["rss_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
         if crash:
             out["crash"] = await crash_one(fleet, queue_url, namespace, args, start + 1)
     finally:
@@ -239,13 +241,9 @@ async def run(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> None
                 n = {"replicas": replicas, "count": args.count}
                 emit("seconds_to_all_running", r["seconds"], **n)
                 for name, peak in sorted(r["peak_rss_mb"].items()):
-                    emit(
-                        "replica_peak_rss_mb",
-                        peak,
-                        replica=name,
-                        baseline_mb=round(r["baseline_mb"][name], 1),
-                        **n,
-                    )
+                    base = round(r["baseline_mb"][name], 1)
+                    emit("replica_peak_rss_mb", peak, replica=name, baseline_mb=base, **n)
+                    emit("replica_settled_rss_mb", r["rss_mb"][name], replica=name, baseline_mb=base, **n)
                 p50, p99, samples = r["lateness"]
                 emit("fire_lateness_p99_ms", p99, p50_ms=round(p50, 3), samples=samples, goal_ms=10, **n)
                 if "crash" in r:
