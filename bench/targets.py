@@ -6,7 +6,9 @@ same run: the adapter's overhead over the floor that system and its client libra
 - kubernetesJob: `KubernetesJobCreator` vs bare kubernetes-asyncio `create_namespaced_job` of the same
   Job, on the real kube-apiserver + etcd.
 - celery on RabbitMQ and on Redis: `CeleryJobCreator` vs bare kombu publishes of the same message (same
-  publisher confirms on RabbitMQ, the same number of pooled connections and threads).
+  publisher confirms on RabbitMQ, the same number of connections and threads). The adapter pays for what
+  keeps a task id published once: on RabbitMQ the copy in the ledger stream, the claims and, since each
+  round starts a new creator, reading the ledger the earlier rounds filled; on Redis the marker key.
 
 (The queue service target is `HttpJobCreator`, measured against its floor by bench/queue_service.py.)
 The bare client and the adapter alternate over rounds (B A, A B, ...); medians are reported. One JSON

@@ -11,8 +11,8 @@ from portico.kubectl_plugin.cluster import Cluster, PluginError
 from portico.kubectl_plugin.get import source_of
 from portico.kubectl_plugin.output import document, human_duration, table
 from portico.operator.resource import format_validation_error
-from portico.sources.schedule.timing import parse_timetable
-from portico.sources.schedule.trigger import ScheduleError, ScheduleSpec
+from portico.sources.schedule.cron import ScheduleError
+from portico.sources.schedule.spec import ScheduleSpec
 
 MAX_COUNT = 1000
 
@@ -24,7 +24,7 @@ def fire_times(
     for a schedule the operator would refuse, with the operator's message."""
     try:
         spec = ScheduleSpec.model_validate(dict(schedule))
-        timetable = parse_timetable(spec.cron, spec.time_zone, tuple(spec.exclusion_dates))
+        timetable = spec.timetable
         times: list[datetime] = []
         moment = after
         for _ in range(count):

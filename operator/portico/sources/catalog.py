@@ -7,7 +7,7 @@ from portico.ports.trigger_source import TriggerSource
 from portico.sources.amqp.trigger import AmqpSource
 from portico.sources.database_poll.trigger import DatabasePollSource
 from portico.sources.file.trigger import FileSource
-from portico.sources.schedule.trigger import ScheduleSource
+from portico.sources.schedule import ScheduleSource
 from portico.sources.webhook.trigger import WebhookSource
 
 SOURCE_CLASSES: tuple[type[TriggerSource[Any]], ...] = (

@@ -7,6 +7,7 @@ from portico.adapters.job_creator.http import HttpJobCreator
 from portico.adapters.job_creator.memory import InMemoryJobCreator
 from portico.adapters.job_creator.queue_service import QueueServiceTarget, QueueServiceTargetSpec
 from portico.domain.trigger import TriggerRef
+from portico.ports.job_creator import JobCreationError
 from portico.ports.job_target import TargetContext
 from portico.ports.job_trigger import TriggerStartError
 from portico.ports.trigger_source import SecretNotFoundError, StaticSecrets
@@ -43,3 +44,19 @@ def test_without_a_default_url_a_token_alone_is_refused_and_a_missing_secret_wai
         build(QueueServiceTarget(None), tokenSecretRef={"name": "team", "key": "token"})
     with pytest.raises(SecretNotFoundError):
         build(QueueServiceTarget("http://q"), tokenSecretRef={"name": "absent", "key": "token"})
+
+
+async def test_a_triggers_own_queue_service_counts_in_the_operators_queue_metrics() -> None:
+    shared = HttpJobCreator("http://127.0.0.1:1", deadline=0.5, backoff_max=0.05)
+    context = TargetContext(ref=TriggerRef("t", "ns"), shared=shared, secrets=StaticSecrets({}))
+    own = QueueServiceTarget(None).build(
+        QueueServiceTargetSpec.model_validate({"url": "http://127.0.0.1:1"}), context
+    )
+    assert isinstance(own, HttpJobCreator) and own is not shared
+    try:
+        with pytest.raises(JobCreationError):
+            await own.create_job("t", {}, idempotency_key="k")
+    finally:
+        await own.close()
+        await shared.close()
+    assert shared.requests_by_outcome["error"] >= 1 and shared.request_seconds.count >= 1

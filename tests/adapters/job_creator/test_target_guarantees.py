@@ -19,7 +19,7 @@ from portico.adapters.job_creator.celery_task import CeleryJobCreator
 from portico.adapters.job_creator.cloud_events import CloudEventsJobCreator
 from portico.adapters.job_creator.kubernetes_job import KubernetesJobCreator, KubernetesJobTargetSpec
 from portico.domain.trigger import JobTemplate, TriggerRef
-from portico.ports.job_creator import JobCreator
+from portico.ports.job_creator import Job, JobCreator
 from portico.sources.amqp.trigger import AmqpSpec, RabbitMQTrigger
 from portico.testing.services import RabbitMQServer
 from tests.sources.conftest import eventually
@@ -31,9 +31,9 @@ pytestmark = pytest.mark.services
 
 @contextlib.asynccontextmanager
 async def amqp_into(
-    creator: JobCreator, rabbitmq: RabbitMQServer
+    creator: JobCreator, rabbitmq: RabbitMQServer, queue: str | None = None
 ) -> AsyncIterator[tuple[RabbitMQTrigger, Any]]:
-    queue = f"events-{uuid.uuid4().hex[:8]}"
+    queue = queue or f"events-{uuid.uuid4().hex[:8]}"
     connection = await aio_pika.connect(rabbitmq.url)
     channel = await connection.channel()
     await channel.declare_queue(queue, durable=True)
@@ -123,20 +123,47 @@ async def test_kubernetes_jobs_one_per_message_id_through_redelivery(
     assert len(listed.items) == 3
 
 
-async def test_celery_one_task_per_message_id_through_redelivery(
-    rabbitmq: RabbitMQServer, redis: Any
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+async def test_celery_one_task_per_message_id_through_redelivery_and_a_restart(
+    broker: str, rabbitmq: RabbitMQServer, request: pytest.FixtureRequest
 ) -> None:
-    import redis as redis_client
-
+    """Each message id is sent twice to one creator, then once more to a new creator (as after an
+    operator restart): three tasks in the Celery queue."""
     queue = f"celery-{uuid.uuid4().hex[:8]}"
-    creator = CeleryJobCreator(redis.url(), queue=queue)
+    source = f"events-{uuid.uuid4().hex[:8]}"
+    url = rabbitmq.url if broker == "rabbitmq" else request.getfixturevalue("redis").url()
+    accepted: list[Job] = []
+    for attempt in range(2):
+        creator = CeleryJobCreator(url, queue=queue, scope="ns/events")
+
+        async def counted(*args: Any, _create: Any = creator.create_job, **kwargs: Any) -> Job:
+            accepted.append(await _create(*args, **kwargs))
+            return accepted[-1]
+
+        creator.create_job = counted  # type: ignore[method-assign]
+        try:
+            async with amqp_into(creator, rabbitmq, source) as (trigger, publish):
+                for _ in range(2 - attempt):
+                    for n in range(3):
+                        await publish(n, f"m-{n}")
+                expected = 6 if attempt == 0 else 9
+                await eventually(lambda: len(accepted) == expected, timeout=30)  # noqa: B023
+                assert trigger.get_health().jobs_created_count == (3 if attempt == 0 else 0)
+        finally:
+            await creator.close()
+    assert [job.existing for job in accepted[6:]] == [True] * 3
+    assert await _celery_queue_depth(broker, url, queue) == 3
+
+
+async def _celery_queue_depth(broker: str, url: str, queue: str) -> int:
+    if broker == "redis":
+        import redis as redis_client
+
+        return int(redis_client.Redis.from_url(url).llen(queue))
+    connection = await aio_pika.connect(url)
     try:
-        async with amqp_into(creator, rabbitmq) as (trigger, publish):
-            for _ in range(2):
-                for n in range(3):
-                    await publish(n, f"m-{n}")
-            await eventually(_drained(publish), timeout=30)
-            await eventually(lambda: trigger.get_health().jobs_created_count == 3)
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
     finally:
-        await creator.close()
-    assert redis_client.Redis.from_url(redis.url()).llen(queue) == 3
+        await connection.close()

@@ -14,10 +14,9 @@ from portico.domain.histogram import Histogram
 from portico.domain.trigger import JobTemplate, TriggerRef
 from portico.ports.job_creator import Job, JobContext, JobCreationError, JobCreator, current_job_context
 from portico.sources.common.emitter import JobEmitter
-from portico.sources.schedule import ScheduleConfig, ScheduleTrigger
-from portico.sources.schedule.timing import Scheduler
+from portico.sources.schedule import ScheduleConfig, Scheduler, ScheduleTrigger
 from portico.sources.webhook import WebhookConfig, WebhookTrigger
-from tests.sources.schedule.test_trigger import LoopClock
+from tests.sources.schedule.conftest import LoopClock
 
 REF = TriggerRef(name="t", namespace="ns", uid="u-1")
 

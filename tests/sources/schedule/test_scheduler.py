@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from portico.sources.schedule.timing import Scheduler
-from tests.sources.schedule.test_trigger import MONDAY_0859, LoopClock
+from portico.sources.schedule.scheduler import Scheduler
+from tests.sources.schedule.conftest import MONDAY_0859, LoopClock
 
 
 class CountingClock(LoopClock):

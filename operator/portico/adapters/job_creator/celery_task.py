@@ -4,18 +4,20 @@ RabbitMQ or Redis, for Python teams whose workers already run Celery.
 The task name is the job type (or what `taskNames` maps it to), the payload becomes the task's kwargs,
 and the task id is a UUID derived from the job's idempotency key, so every retry of one job carries the
 same id. On RabbitMQ a message counts as accepted once the broker confirmed it (publisher confirms); on
-Redis once it is in the list. An id already published is not published again: this creator remembers
-the ids it published, and on Redis a marker key (`portico:celery:<task id>`) makes that hold across
-restarts and replicas as well.
+Redis once it is in the list. An id already published is not published again, by this creator, a new
+one after a restart, or another replica: on Redis a marker key (`portico:celery:<task id>`) says so; on
+RabbitMQ a ledger stream that receives every task with the same publish, read under per-shard claims
+(celery_rabbitmq, celery_ledger).
 
-kombu is synchronous: publishing runs on a small thread pool, with one pooled broker connection per
-thread, so the event loop never blocks.
+kombu is synchronous: publishing runs on a few threads, each with its own broker connection, so the
+event loop never blocks.
 """
 
 import asyncio
 import json
 import reprlib
 import socket
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -28,6 +30,8 @@ import kombu
 import kombu.exceptions
 from pydantic import Field
 
+from portico.adapters.job_creator.celery_ledger import LEDGER, LedgerUnavailableError, StreamLedger
+from portico.adapters.job_creator.celery_rabbitmq import RabbitMQPublisher, ShardBusyError
 from portico.domain.model import SpecModel
 from portico.domain.trigger import SecretRef
 from portico.ports.job_creator import Job, JobCreationError, JobCreator
@@ -97,6 +101,8 @@ class CeleryJobCreator(JobCreator):
         task_names: Mapping[str, str] | None = None,
         queue: str | None = None,
         origin: str = "portico",
+        scope: str = "",
+        ledger: str = LEDGER,
         deadline: float = 30.0,
         threads: int = 8,
         remember: int = 10_000,
@@ -116,12 +122,23 @@ class CeleryJobCreator(JobCreator):
             broker_url, connect_timeout=min(5.0, deadline), transport_options=options
         )
         self._pool = self._connection.Pool(limit=threads)
+        self._broker_errors: tuple[type[BaseException], ...] = (
+            kombu.exceptions.KombuError,
+            OSError,
+            ConnectionError,
+            *self._connection.connection_errors,
+            *self._connection.channel_errors,
+        )
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="celery-publish")
         self._redis: Any = None
         if self._uses_redis:
             import redis
 
             self._redis = redis.Redis.from_url(broker_url, socket_timeout=min(10.0, deadline))
+        self._rabbitmq: RabbitMQPublisher | None = None
+        if not self._uses_redis:
+            ledger_reader = StreamLedger(self._connection, name=ledger, scope=scope)
+            self._rabbitmq = RabbitMQPublisher(self._connection, ledger_reader, lanes=threads)
         self._remember = remember
         self._published: OrderedDict[str, Job] = OrderedDict()
         self._closed = False
@@ -134,6 +151,9 @@ class CeleryJobCreator(JobCreator):
 
     def _close_sync(self) -> None:
         self._threads.shutdown(wait=True)
+        if self._rabbitmq is not None:
+            self._rabbitmq.close()
+            self._rabbitmq.ledger.close()
         self._pool.force_close_all()
         self._connection.release()
         if self._redis is not None:
@@ -165,22 +185,21 @@ class CeleryJobCreator(JobCreator):
             raise JobCreationError(f"{what}: the payload is not valid JSON: {exc}", retryable=False) from None
         tid = task_id(key)
         body, headers = task_message(task, tid, payload, origin=self.origin, metadata=metadata or {})
-        loop = asyncio.get_running_loop()
         try:
-            existing = await asyncio.wait_for(
-                loop.run_in_executor(self._threads, self._publish, tid, queue, body, headers), self._deadline
-            )
+            existing = await asyncio.wait_for(self._publish(tid, queue, body, headers), self._deadline)
         except TimeoutError:
             raise JobCreationError(
                 f"{what}: no confirmation within {self._deadline:.0f}s", retryable=True
             ) from None
-        except (kombu.exceptions.KombuError, OSError, ConnectionError) as exc:
+        except self._broker_errors as exc:
             detail = str(exc).replace(self._connection.as_uri(include_password=True), self.broker)
             raise JobCreationError(f"{what}: {type(exc).__name__}: {detail}"[:500], retryable=True) from None
-        except _InFlight:
+        except (_InFlight, ShardBusyError):
             raise JobCreationError(
                 f"{what}: task {tid} is being published by another attempt", retryable=True
             ) from None
+        except LedgerUnavailableError as exc:
+            raise JobCreationError(f"{what}: {exc}", retryable=True) from None
         job = Job(
             id=tid,
             job_type=job_type,
@@ -198,10 +217,18 @@ class CeleryJobCreator(JobCreator):
         job.existing = existing
         return job
 
-    def _publish(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
-        """Publish (in a worker thread); True if the task had been published before (Redis marker)."""
+    async def _publish(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
+        """Publish; True if the task had been published before."""
+        if self._rabbitmq is not None:
+            exchange = kombu.Exchange(queue, "direct", durable=True)
+            deadline = time.monotonic() + self._deadline
+            return await self._rabbitmq.publish(tid, exchange, queue, body, headers, deadline)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._publish_redis, tid, queue, body, headers)
+
+    def _publish_redis(self, tid: str, queue: str, body: Any, headers: dict[str, Any]) -> bool:
         marker = MARKER_PREFIX + tid
-        if self._redis is not None and not self._redis.set(marker, "pending", nx=True, ex=PENDING_SECONDS):
+        if not self._redis.set(marker, "pending", nx=True, ex=PENDING_SECONDS):
             if self._redis.get(marker) == b"published":
                 return True
             raise _InFlight
@@ -228,11 +255,9 @@ class CeleryJobCreator(JobCreator):
                     },
                 )
         except BaseException:
-            if self._redis is not None:
-                self._redis.delete(marker)
+            self._redis.delete(marker)
             raise
-        if self._redis is not None:
-            self._redis.set(marker, "published", ex=PUBLISHED_SECONDS)
+        self._redis.set(marker, "published", ex=PUBLISHED_SECONDS)
         return False
 
     async def get_job(self, job_id: str | uuid.UUID) -> Job | None:
@@ -283,6 +308,7 @@ class CeleryTarget(JobTarget[CeleryTargetSpec]):
                 task_names=spec.task_names,
                 queue=spec.queue,
                 origin=f"portico/{context.ref}",
+                scope=str(context.ref),
                 deadline=spec.timeout_seconds,
             )
         except ValueError as exc:

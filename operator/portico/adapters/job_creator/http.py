@@ -110,7 +110,10 @@ class HttpJobCreator(JobCreator):
         backoff_max: float = 5.0,
         max_response_bytes: int = 64 * 1024 * 1024,
         rng: random.Random | None = None,
+        metrics_of: "HttpJobCreator | None" = None,
     ) -> None:
+        """`metrics_of`: count this creator's requests in that creator's figures (the operator's
+        `portico_queue_request*` metrics cover every queue service it sends to)."""
         if min(connect_timeout, request_timeout, deadline) <= 0 or max_connections < 1:
             raise ValueError("timeouts and the deadline must be positive, max_connections at least 1")
         if max_response_bytes < 1024:
@@ -125,9 +128,13 @@ class HttpJobCreator(JobCreator):
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._deadline = deadline
-        self.request_seconds = Histogram(REQUEST_SECONDS_BUCKETS)
+        self.request_seconds: Histogram = (
+            Histogram(REQUEST_SECONDS_BUCKETS) if metrics_of is None else metrics_of.request_seconds
+        )
         """Duration of every request to the queue service (each attempt), for the metrics exporter."""
-        self.requests_by_outcome: Counter[str] = Counter()
+        self.requests_by_outcome: Counter[str] = (
+            Counter() if metrics_of is None else metrics_of.requests_by_outcome
+        )
         self._max_connections = max_connections
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max

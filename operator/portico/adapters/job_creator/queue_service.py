@@ -2,7 +2,8 @@
 
 Without a block of its own (or with an empty one) a trigger shares the operator's creator, the queue
 service named by `--queue-url`, exactly as before targets existed. A trigger may name its own service
-and its own token Secret; a trigger's own URL never receives the operator's token.
+and its own token Secret; a trigger's own URL never receives the operator's token. Its requests count in
+the operator's `portico_queue_request*` metrics.
 """
 
 from collections.abc import Sequence
@@ -58,8 +59,9 @@ class QueueServiceTarget(JobTarget[QueueServiceTargetSpec]):
                 retryable=False,
             )
         token = context.secrets.get(spec.token_secret_ref) if spec.token_secret_ref else None
+        shared = context.shared if type(context.shared) is HttpJobCreator else None
         try:
-            return HttpJobCreator(url, token=token)
+            return HttpJobCreator(url, token=token, metrics_of=shared)
         except ValueError as exc:
             raise TriggerStartError(
                 f"spec.target.queueService.url: {exc}", reason="InvalidTarget", retryable=False
