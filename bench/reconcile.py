@@ -1,17 +1,21 @@
-"""Reconcile benchmark: N JobTriggers (schedule source, far-future cron) applied at once; seconds until
-every one reports `isRunning: true`, and the operator's peak RSS.
+"""Reconcile benchmark and the one-process ceiling: N JobTriggers (schedule source, far-future cron)
+applied at once to one operator process, for each N of `--count`.
+
+Per N: seconds until every one reports `isRunning: true`; the operator's peak RSS; the CPU it uses while
+all N wait (percent of one core over `--idle-seconds`); and the fire lateness p99 (queue service's
+creation time minus the scheduled second) of `--probes` every-second schedules added once all N are
+registered, over `--lateness-seconds`.
 
 The floor, in the same run: a bare kubernetes-asyncio loop doing only the minimum API writes per
 object (one status patch each) for N objects created the same way. Prints one JSON line per figure.
 
-    python bench/reconcile.py [--count 1000]
+    python bench/reconcile.py [--count 1000 5000 10000 20000]
 """
 
 import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +29,18 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
 from portico.testing.control_plane import ControlPlane, find_binaries
+from portico.testing.fleet import (
+    cpu_percent,
+    create_all,
+    install_crds,
+    lateness_ms,
+    list_jobs,
+    peak_rss_mb,
+    percentile,
+    schedule_manifest,
+    scheduled_at,
+    wait_all_running,
+)
 from portico.testing.processes import die_with_parent, operator_command, running_queue_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,58 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def emit(metric: str, value: float, **extra: Any) -> None:
     print(json.dumps({"bench": "reconcile", "metric": metric, "value": round(value, 3), **extra}), flush=True)
-
-
-def manifest(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobTrigger",
-        "metadata": {"name": name},
-        "spec": {"job": {"type": "bench.job"}, "schedule": {"cron": "0 0 1 1 *"}},
-    }
-
-
-async def create_all(
-    custom: client.CustomObjectsApi, namespace: str, count: int, concurrency: int = 32
-) -> None:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> None:
-        async with sem:
-            await custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, manifest(f"t{i:05d}")
-            )
-
-    await asyncio.gather(*(one(i) for i in range(count)))
-
-
-async def wait_all_running(
-    custom: client.CustomObjectsApi, namespace: str, count: int, timeout: float
-) -> None:
-    running: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        objs = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        version = objs["metadata"]["resourceVersion"]
-        running = {o["metadata"]["name"] for o in objs["items"] if (o.get("status") or {}).get("isRunning")}
-        if len(running) >= count:
-            return
-        async with watch.Watch() as w:
-            async for event in w.stream(
-                custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                resource_version=version,
-                timeout_seconds=30,
-            ):
-                obj = event["object"]
-                if (obj.get("status") or {}).get("isRunning"):
-                    running.add(obj["metadata"]["name"])
-                if len(running) >= count:
-                    return
-    raise TimeoutError(f"only {len(running)}/{count} running after {timeout}s")
 
 
 async def floor_controller(custom: client.CustomObjectsApi, namespace: str, count: int) -> None:
@@ -136,10 +100,12 @@ async def floor_controller(custom: client.CustomObjectsApi, namespace: str, coun
     await asyncio.gather(*tasks)
 
 
-def peak_rss_mb(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    m = re.search(r"VmHWM:\s+(\d+) kB", text)
-    return int(m.group(1)) / 1024 if m else float("nan")
+def triggers(count: int) -> list[dict[str, Any]]:
+    return [schedule_manifest(f"t{i:05d}") for i in range(count)]
+
+
+def probes(count: int) -> list[dict[str, Any]]:
+    return [schedule_manifest(f"probe{i:02d}", "@every 1s", queue="probe") for i in range(count)]
 
 
 async def measure_operator(
@@ -147,100 +113,124 @@ async def measure_operator(
     cp: ControlPlane,
     queue_url: str,
     count: int,
-    timeout: float,
+    args: argparse.Namespace,
     workdir: Path,
-) -> tuple[float, float]:
-    """Seconds from the first create until every trigger is Running, and the operator's peak RSS (MB)."""
-    op_log = workdir / "operator.log"
+) -> dict[str, float]:
+    namespace = f"bench-operator-{count}"
+    cp.ensure_namespace(namespace)
     operator = subprocess.Popen(
         operator_command(
             kubeconfig=cp.kubeconfig,
             queue_url=queue_url,
-            namespaces=("bench-operator",),
+            namespaces=(namespace,),
             log_level="WARNING",
             extra=("--no-leader-election",),
         ),
-        stdout=open(op_log, "wb"),
+        stdout=open(workdir / f"operator-{count}.log", "wb"),
         stderr=subprocess.STDOUT,
         preexec_fn=die_with_parent,
     )
     try:
         await asyncio.sleep(3)
         t0 = time.monotonic()
-        await create_all(custom, "bench-operator", count)
-        await wait_all_running(custom, "bench-operator", count, timeout)
+        await create_all(custom, namespace, triggers(count))
+        await wait_all_running(custom, namespace, count, args.timeout)
         elapsed = time.monotonic() - t0
+        await asyncio.sleep(args.settle_seconds)  # the last status writes drain
+        idle_cpu = await cpu_percent(operator.pid, args.idle_seconds)
+        await create_all(custom, namespace, probes(args.probes))
+        await wait_all_running(custom, namespace, count + args.probes, args.timeout)
+        start = time.time()
+        await asyncio.sleep(args.lateness_seconds)
         rss = peak_rss_mb(operator.pid)
     finally:
         operator.send_signal(signal.SIGTERM)
         try:
-            operator.wait(timeout=60)
+            operator.wait(timeout=120)
         except subprocess.TimeoutExpired:
             operator.kill()
-    return elapsed, rss
+    jobs = [
+        j
+        for j in list_jobs(queue_url, queue="probe")
+        if j["metadata"].get("trigger.namespace") == namespace
+        and scheduled_at(j) >= start + 1  # not a run due at start
+    ]
+    samples = lateness_ms(jobs)
+    return {
+        "seconds": elapsed,
+        "rss_mb": rss,
+        "idle_cpu_percent": idle_cpu,
+        "lateness_p50_ms": percentile(samples, 50),
+        "lateness_p99_ms": percentile(samples, 99),
+        "samples": len(samples),
+    }
 
 
-async def run(cp: ControlPlane, count: int, timeout: float, workdir: Path) -> None:
+async def measure_floor(
+    custom: client.CustomObjectsApi, cp: ControlPlane, count: int, timeout: float
+) -> float:
+    namespace = f"bench-floor-{count}"
+    cp.ensure_namespace(namespace)
+    controller = asyncio.create_task(floor_controller(custom, namespace, count))
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    await create_all(custom, namespace, triggers(count))
+    await wait_all_running(custom, namespace, count, timeout)
+    floor = time.monotonic() - t0
+    await controller
+    return floor
+
+
+async def run(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> None:
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=configuration)
     configuration.connection_pool_maxsize = 64
     async with client.ApiClient(configuration) as api:
         custom = client.CustomObjectsApi(api)
-        for ns in ("bench-floor", "bench-operator"):
-            cp.ensure_namespace(ns)
-
-        # Floor: bare loop, one status patch per object.
-        controller = asyncio.create_task(floor_controller(custom, "bench-floor", count))
-        await asyncio.sleep(0.5)
-        t0 = time.monotonic()
-        await create_all(custom, "bench-floor", count)
-        await wait_all_running(custom, "bench-floor", count, timeout)
-        floor = time.monotonic() - t0
-        await controller
-        emit("floor_seconds_to_all_running", floor, count=count)
-
-        # The operator, with the reference queue service beside it.
         with running_queue_service(workdir / "q.db") as queue_url:
-            elapsed, rss = await measure_operator(custom, cp, queue_url, count, timeout, workdir)
-        emit("operator_seconds_to_all_running", elapsed, count=count, goal_seconds=20)
-        emit("operator_vs_floor_ratio", elapsed / floor, goal=3)
-        emit("operator_peak_rss_mb", rss, goal_mb=200)
+            for count in args.count:
+                floor = None
+                if count <= args.floor_max:
+                    floor = await measure_floor(custom, cp, count, args.timeout)
+                    emit("floor_seconds_to_all_running", floor, count=count)
+                m = await measure_operator(custom, cp, queue_url, count, args, workdir)
+                emit("operator_seconds_to_all_running", m["seconds"], count=count)
+                if floor is not None:
+                    emit("operator_vs_floor_ratio", m["seconds"] / floor, count=count, goal=3)
+                emit("operator_ms_per_trigger", 1000 * m["seconds"] / count, count=count)
+                emit("operator_peak_rss_mb", m["rss_mb"], count=count)
+                emit(
+                    "operator_idle_cpu_percent", m["idle_cpu_percent"], count=count, seconds=args.idle_seconds
+                )
+                emit(
+                    "fire_lateness_p99_ms",
+                    m["lateness_p99_ms"],
+                    count=count,
+                    p50_ms=round(m["lateness_p50_ms"], 3),
+                    samples=m["samples"],
+                    goal_ms=10,
+                )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=int(os.environ.get("BENCH_TRIGGERS", "1000")))
-    parser.add_argument("--timeout", type=float, default=300)
+    default = [int(n) for n in os.environ.get("BENCH_TRIGGERS", "1000").split(",")]
+    parser.add_argument("--count", type=int, nargs="+", default=default, help="one run per count")
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--floor-max", type=int, default=5000, help="measure the bare-client floor only up to this count"
+    )
+    parser.add_argument("--settle-seconds", type=float, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--probes", type=int, default=10)
+    parser.add_argument("--lateness-seconds", type=float, default=30)
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp,
         ControlPlane(bin_dir=find_binaries(ROOT), data_dir=Path(tmp) / "cp") as cp,
     ):
-        subprocess.run(
-            [
-                str(cp.bin_dir / "kubectl"),
-                f"--kubeconfig={cp.kubeconfig}",
-                "apply",
-                "--server-side",
-                "-f",
-                str(ROOT / "crds"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                str(cp.bin_dir / "kubectl"),
-                f"--kubeconfig={cp.kubeconfig}",
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        asyncio.run(run(cp, args.count, args.timeout, Path(tmp)))
+        install_crds(cp, ROOT / "crds")
+        asyncio.run(run(cp, args, Path(tmp)))
     return 0
 
 

@@ -2,6 +2,7 @@
 stays fast and `portico validate` works without a cluster."""
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--renew-deadline", type=float, default=10.0, help="seconds the leader keeps trying to renew"
     )
     op.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease attempts")
+    op.add_argument(
+        "--shards",
+        type=int,
+        default=os.environ.get("PORTICO_SHARDS") or "0",
+        help="spread the single-active sources over the replicas by this many shard Leases (e.g. 32; "
+        "0: one leader runs them all; env PORTICO_SHARDS)",
+    )
     op.set_defaults(func=_operator)
 
     qs = sub.add_parser("queue-service", help="run the reference job-queue service")

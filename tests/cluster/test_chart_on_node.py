@@ -135,6 +135,8 @@ def release(node: Node, node_kubectl: Kubectl, node_helm: Helm, image: str) -> I
         "queueService.enabled": True,
         "queueService.token.create": True,
         "replicaCount": 2,
+        # These steps follow one elected leader; the sharded replicas are tested in tests/e2e.
+        "sharding.enabled": False,
     }
     started = time.monotonic()
     rel = Release(node, node_kubectl, node_helm, values, 0.0)

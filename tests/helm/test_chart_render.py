@@ -210,6 +210,34 @@ def test_leader_election_off_drops_the_lease_role(render: Render) -> None:
     assert "--leader-election" in operator_container(render())["args"]
 
 
+def test_more_than_one_replica_shards_the_triggers_on_named_leases(render: Render) -> None:
+    objects = render(**{"replicaCount": 3})
+    args = operator_container(objects)["args"]
+    assert arg_value(args, "--shards") == "32"
+    assert "--leader-election" in args
+    lease_role = one(objects, "Role", f"{OPERATOR}-leader-election")
+    assert rules_by_resource(lease_role) == {
+        ("coordination.k8s.io", "leases"): {"get", "create", "update", "list"}
+    }
+    named = [r for r in lease_role["rules"] if set(r["verbs"]) & {"get", "update"}]
+    names = {n for r in named for n in r["resourceNames"]}
+    assert names == {
+        OPERATOR,
+        *(f"{OPERATOR}-shard-{i}" for i in range(32)),
+        *(f"{OPERATOR}-member-{i}" for i in range(32)),
+    }, "every Lease a replica writes is named"
+    pdb = one(objects, "PodDisruptionBudget", OPERATOR)
+    assert pdb["spec"]["maxUnavailable"] == 1, "a drain takes one replica (and its shards) at a time"
+
+    few = render(**{"replicaCount": 2, "sharding.shards": 4})
+    assert arg_value(operator_container(few)["args"], "--shards") == "4"
+    for single in (render(), render(**{"replicaCount": 2, "sharding.enabled": False})):
+        args = operator_container(single)["args"]
+        assert not [a for a in args if a.startswith("--shards")], "one leader, exactly as before"
+        role = one(single, "Role", f"{OPERATOR}-leader-election")
+        assert "list" not in rules_by_resource(role)[("coordination.k8s.io", "leases")]
+
+
 def test_user_roles_aggregate_into_the_default_roles(render: Render) -> None:
     objects = render()
     editor = one(objects, "ClusterRole", "portico-portico-triggers-jobtrigger-editor")

@@ -33,3 +33,15 @@ def test_settings_it_cannot_start_with(monkeypatch: pytest.MonkeyPatch) -> None:
         OperatorSettings.from_args(build_parser().parse_args(["operator"]))
     with pytest.raises(SettingsError, match="queue token file /nonexistent/token: No such file"):
         settings("--queue-token-file", "/nonexistent/token")
+
+
+def test_shards_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTICO_SHARDS", raising=False)
+    assert settings().shards == 0, "no sharding unless asked: one leader, as before"
+    assert settings("--shards", "32").shards == 32
+    monkeypatch.setenv("PORTICO_SHARDS", "16")
+    assert settings().shards == 16
+    with pytest.raises(SettingsError, match=r"--shards must be between 0 .* and 1024, not 5000"):
+        settings("--shards", "5000")
+    with pytest.raises(SystemExit):
+        settings("--shards", "many")

@@ -155,3 +155,8 @@ The leader-election Lease: one per release, in the release namespace.
 {{- define "portico-triggers.leaseName" -}}
 {{- include "portico-triggers.operatorName" . }}
 {{- end }}
+
+{{/* True ("true") when the single-active sources are spread over the replicas by shard Leases. */}}
+{{- define "portico-triggers.sharded" -}}
+{{- if and .Values.sharding.enabled .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}

@@ -28,8 +28,10 @@ REPORTING_COMPONENT = "portico-operator"
 
 
 class JobTriggerWriter(StatusPatcher, FinalizerWriter):
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, *, field_manager: str | None = None) -> None:
         self.custom: Any = client.CustomObjectsApi(api)
+        self.field_manager = field_manager
+        """Names the replica in `managedFields` of the status it writes (who wrote what, per replica)."""
 
     async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
         try:
@@ -63,6 +65,7 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
                 ref.name,
                 body,
                 _content_type="application/merge-patch+json",
+                **({"field_manager": self.field_manager[:128]} if self.field_manager else {}),
             )
         except ApiException as exc:
             if exc.status == 404:

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class _Events(TriggerEvents):
-    """What a trigger reports: a status change to write, an Event to record (by the leader only)."""
+    """What a trigger reports: a status change to write, an Event to record (by its owner only)."""
 
     def __init__(self, lifecycle: "Lifecycle", uid: str, ref: TriggerRef) -> None:
         self.lifecycle = lifecycle
@@ -45,7 +45,7 @@ class _Events(TriggerEvents):
         self.lifecycle.status_writer.mark_dirty(self.uid)
 
     def event(self, type: EventType, reason: str, message: str) -> None:
-        if self.lifecycle.leading():
+        if self.lifecycle.owns(self.uid):
             self.lifecycle.events.record(self.ref, type, reason, message)
 
 
@@ -61,7 +61,8 @@ class Lifecycle:
         secrets: SecretCache,
         secret_watch: SecretWatch,
         retry: RetryTimer,
-        leading: Callable[[], bool],
+        owns: Callable[[str], bool],
+        may_run: Callable[[str], bool] | None = None,
     ) -> None:
         self.sources = sources
         self.source_classes = tuple(type(s) for s in sources.values())
@@ -72,7 +73,10 @@ class Lifecycle:
         self.secrets = secrets
         self.secret_watch = secret_watch
         self.retry = retry
-        self.leading = leading
+        self.owns = owns
+        """Whether this replica owns a trigger (by UID): the leader, or the holder of its shard. Only
+        the owner runs a single-active source and posts Events."""
+        self.may_run = may_run or owns
 
     async def reconcile(self, managed: ManagedTrigger) -> None:
         """Make the trigger match the resource's spec."""
@@ -86,7 +90,7 @@ class Lifecycle:
             self._fail(managed, "InvalidSpec", "The spec is invalid: " + "; ".join(exc.errors), retry=False)
             return
         managed.source = parsed.source
-        if self.sources[parsed.source].single_active and not self.leading():
+        if self.sources[parsed.source].single_active and not self.may_run(managed.uid):
             await self.stop(managed)
             managed.applied_generation = None
             return
@@ -241,7 +245,7 @@ class Lifecycle:
         self.status_writer.mark_dirty(managed.uid, urgent=True)
 
     def _event(self, managed: ManagedTrigger, type: EventType, reason: str, message: str) -> None:
-        if self.leading():
+        if self.owns(managed.uid):
             self.events.record(managed.ref, type, reason, message)
 
     async def run_now_if_asked(self, managed: ManagedTrigger) -> None:

@@ -17,6 +17,7 @@ import kopf
 # Kopf derives an identity from the login name unless given one, and a container's numeric user has no
 # passwd entry: the operator always passes its own (`--id`, POD_NAME, or the host name).
 from kopf._core.engines.peering import Identity
+from kubernetes_asyncio.client import ApiClient
 
 from portico.adapters.job_creator.http import HttpJobCreator
 from portico.logs import setup_logging
@@ -27,6 +28,9 @@ from portico.operator.leader import LeaderElector, LeaseSettings
 from portico.operator.metrics import MetricsServer, TriggerCollector
 from portico.operator.registry import TriggerRegistry
 from portico.operator.settings import OperatorSettings, SettingsError
+from portico.operator.sharding.coordinator import ShardCoordinator, ShardSettings
+from portico.operator.sharding.lease_thread import LeaseThread, on_loop
+from portico.operator.sharding.leases import KubeLeaseStore
 from portico.operator.sources import create_sources
 from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
@@ -42,7 +46,13 @@ async def operate(
     api = await create_api_client(access)
     job_creator = HttpJobCreator(settings.queue_url, token=settings.queue_token)
     sources = create_sources(settings)
-    writer = JobTriggerWriter(api)
+    lease_thread = LeaseThread() if settings.shards else None
+    lease_api = None
+    if lease_thread is not None:
+        lease_thread.start()
+        lease_api = await lease_thread.call(create_api_client(access))
+    shards = shard_coordinator(settings, lease_api) if lease_api is not None else None
+    writer = JobTriggerWriter(api, field_manager=f"portico-operator/{settings.identity}")
     status_writer = StatusWriter(writer, interval=settings.status_interval)
     events = EventRecorder(api, host=settings.identity)
     triggers = TriggerRegistry(
@@ -53,11 +63,14 @@ async def operate(
         secrets=SecretCache(api),
         finalizers=writer,
         stop_timeout=settings.stop_timeout,
-        leading=not settings.leader_election,
+        leading=not settings.leader_election and not settings.shards,
         targets=create_targets(settings.queue_url, api),
+        owner=shards.owns_uid if shards is not None else None,
     )
+    if shards is not None:
+        run_shards(shards, triggers)
     elector = None
-    if settings.leader_election:
+    if settings.leader_election and shards is None:
         elector = LeaderElector(
             api,
             settings.identity,
@@ -71,7 +84,7 @@ async def operate(
             on_started_leading=lambda: triggers.set_leading(True),
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
-    collector = TriggerCollector(triggers, status_writer, events, elector)
+    collector = TriggerCollector(triggers, status_writer, events, elector, shards)
     metrics = MetricsServer(settings.metrics_host, settings.metrics_port, collector)
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)
@@ -88,6 +101,8 @@ async def operate(
         logger.info("operator stopping: stopping %d triggers", len(triggers))
         if elector is not None:
             await elector.close(release=True)
+        if shards is not None and lease_thread is not None:
+            await lease_thread.call(shards.close(release=True))
         await triggers.stop_all()
         for source in reversed(opened):
             try:
@@ -106,6 +121,8 @@ async def operate(
         await metrics.start()
         if elector is not None:
             await elector.start()
+        if shards is not None and lease_thread is not None:
+            await lease_thread.call(shards.start())
         logger.info(
             "operator starting",
             extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},
@@ -125,7 +142,45 @@ async def operate(
         await metrics.close()
         await job_creator.close()
         await api.close()
+        if lease_thread is not None:
+            if lease_api is not None:
+                await lease_thread.call(lease_api.close())
+            lease_thread.stop()
         logger.info("operator stopped")
+
+
+def shard_coordinator(settings: OperatorSettings, api: ApiClient) -> ShardCoordinator:
+    """The coordinator whose shard Leases decide which triggers this replica runs (`--shards N`); `api`
+    belongs to the lease thread's loop."""
+    return ShardCoordinator(
+        KubeLeaseStore(api, settings.lease_namespace, settings.lease_name),
+        settings.identity,
+        ShardSettings(
+            prefix=settings.lease_name,
+            shards=settings.shards,
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+        ),
+    )
+
+
+def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry) -> None:
+    """Gaining a shard starts its triggers; losing one stops them and flushes their status first (on
+    this, the main loop, while the coordinator waits on the lease thread)."""
+    main = asyncio.get_running_loop()
+
+    def uids(shards: frozenset[int]) -> set[str]:
+        return {m.uid for m in triggers.managed() if coordinator.shard_of(m.uid) in shards}
+
+    async def acquired(shards: frozenset[int]) -> None:
+        await triggers.take_over(uids(shards))
+
+    async def released(shards: frozenset[int]) -> None:
+        await triggers.hand_over(uids(shards))
+
+    coordinator.on_acquired = on_loop(main, acquired)
+    coordinator.on_released = on_loop(main, released)
 
 
 def run_operator(args: argparse.Namespace) -> int:

@@ -55,6 +55,16 @@ class Elector(Protocol):
     transitions: int
 
 
+@runtime_checkable
+class ShardOwner(Protocol):
+    """Sharding as the metrics see it."""
+
+    owned: frozenset[int]
+    target: int
+    members: tuple[str, ...]
+    transitions: int
+
+
 class TriggerCollector(Collector):
     def __init__(
         self,
@@ -62,7 +72,9 @@ class TriggerCollector(Collector):
         status_writer: StatusWriter,
         events: EventRecorder | None = None,
         elector: Elector | None = None,
+        shards: ShardOwner | None = None,
     ) -> None:
+        self.shards = shards
         self.triggers = triggers
         self.status_writer = status_writer
         self.events = events
@@ -100,6 +112,8 @@ class TriggerCollector(Collector):
         )
         by_phase = dict.fromkeys(PHASES, 0)
         for managed in self.triggers.managed():
+            if not self.triggers.counts_metrics(managed):
+                continue
             trigger = managed.trigger
             n_jobs, n_errors = counters(managed, managed.health())
             values = [managed.ref.namespace, managed.ref.name, managed.source or "", managed.target or ""]
@@ -155,10 +169,11 @@ class TriggerCollector(Collector):
     def _leadership(self) -> Iterator[Metric]:
         leader = GaugeMetricFamily(
             "portico_leader",
-            "1 while this replica runs the single-active sources (holds the Lease, or runs without "
-            "leader election).",
+            "1 while this replica runs single-active sources (holds the Lease or, sharded, at least one "
+            "shard; or runs without leader election).",
         )
-        leader.add_metric([], 1.0 if self.triggers.leading else 0.0)
+        runs_some = bool(self.shards.owned) if self.shards is not None else self.triggers.leading
+        leader.add_metric([], 1.0 if runs_some else 0.0)
         yield leader
         if self.elector is not None:
             transitions = CounterMetricFamily(
@@ -166,6 +181,21 @@ class TriggerCollector(Collector):
             )
             transitions.add_metric([], self.elector.transitions)
             yield transitions
+        if self.shards is not None:
+            held = GaugeMetricFamily("portico_shards_held", "Shard Leases this replica holds.")
+            held.add_metric([], len(self.shards.owned))
+            yield held
+            target = GaugeMetricFamily("portico_shards_target", "This replica's even share of the shards.")
+            target.add_metric([], self.shards.target)
+            yield target
+            members = GaugeMetricFamily("portico_shard_members", "Replicas this replica sees alive.")
+            members.add_metric([], len(self.shards.members))
+            yield members
+            moves = CounterMetricFamily(
+                "portico_shard_transitions", "Shards this replica took or gave up (churn)."
+            )
+            moves.add_metric([], self.shards.transitions)
+            yield moves
 
     @staticmethod
     def _add_requests(

@@ -93,6 +93,25 @@ def follower_status(managed: ManagedTrigger, health: TriggerHealth | None) -> di
     return own
 
 
+def handed_over_status(
+    managed: ManagedTrigger, health: TriggerHealth | None, own: SourceFields
+) -> dict[str, Any]:
+    """The last status a shard's previous owner writes: what it counted and scheduled (`own`, checked by
+    `source_fields`), not a phase (the trigger keeps running, on the next owner, which resumes from
+    this)."""
+    if health is None:
+        return {}
+    jobs, errors = counters(managed, health)
+    status: dict[str, Any] = {"jobsCreated": jobs, "errors": errors}
+    if health.last_job_id:
+        status["lastJobId"] = health.last_job_id
+        status["lastJobTime"] = json_value(health.last_job_created)
+    for key, value in own.values.items():
+        if value is not None and key not in ("isRunning", "phase"):
+            status[key] = value
+    return status
+
+
 def leader_status(
     managed: ManagedTrigger, health: TriggerHealth | None, ready: Readiness, own: SourceFields
 ) -> dict[str, Any]:

@@ -8,7 +8,7 @@ retry timer, the finalizer, the Secret watch, and the status projection the stat
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +16,15 @@ from portico.operator.finalizers import FinalizerWriter, set_finalizer
 from portico.operator.kube import EventSink, SecretCache
 from portico.operator.lifecycle import Lifecycle
 from portico.operator.managed import ManagedTrigger, log_fields
-from portico.operator.projection import SourceFields, follower_status, leader_status, readiness, source_fields
-from portico.operator.resource import Resource
+from portico.operator.projection import (
+    SourceFields,
+    follower_status,
+    handed_over_status,
+    leader_status,
+    readiness,
+    source_fields,
+)
+from portico.operator.resource import FINALIZER, Resource
 from portico.operator.retry import RetryPolicy, RetryTimer
 from portico.operator.secret_watch import SecretWatch
 from portico.operator.status import StatusWriter
@@ -44,6 +51,7 @@ class TriggerRegistry:
         stop_timeout: float = 20.0,
         leading: bool = True,
         targets: Mapping[str, JobTarget[Any]] | None = None,
+        owner: Callable[[str], bool] | None = None,
     ) -> None:
         self.targets = dict(targets) if targets is not None else create_targets()
         self.finalizers = finalizers
@@ -54,6 +62,11 @@ class TriggerRegistry:
         self.events = events
         self.secrets = secrets
         self.stop_timeout = stop_timeout
+        self._owner = owner
+        """With sharding: whether this replica owns a trigger (by UID). Without: `leading` decides."""
+        self._handing_over: set[str] = set()
+        self._unfinalized: dict[str, Resource] = {}
+        """Deleted objects whose finalizer waits for their owner (a shard's next owner releases it)."""
         self.retry = RetryTimer(retry or RetryPolicy(), self._retry)
         self.secret_watch = SecretWatch(secrets, self.sources)
         self.lifecycle = Lifecycle(
@@ -65,7 +78,8 @@ class TriggerRegistry:
             secrets=secrets,
             secret_watch=self.secret_watch,
             retry=self.retry,
-            leading=lambda: self.leading,
+            owns=self.owns,
+            may_run=self._may_run,
         )
         self._triggers: dict[str, ManagedTrigger] = {}
 
@@ -78,6 +92,58 @@ class TriggerRegistry:
     def running(self) -> list[ManagedTrigger]:
         return [m for m in self._triggers.values() if m.running]
 
+    # --- ownership (leader or shard) -------------------------------------------------------------
+
+    def owns(self, uid: str) -> bool:
+        """Whether this replica runs the trigger's single-active source and writes its phase,
+        finalizer and Events (every replica runs webhooks and adds its own counts)."""
+        return self.leading if self._owner is None else self._owner(uid)
+
+    def _may_run(self, uid: str) -> bool:
+        return self.owns(uid) and uid not in self._handing_over
+
+    def counts_metrics(self, managed: ManagedTrigger) -> bool:
+        """Per-trigger metrics come from the replica that owns the trigger, or that runs it."""
+        return self._owner is None or self.owns(managed.uid) or managed.trigger is not None
+
+    async def take_over(self, uids: Collection[str]) -> None:
+        """This replica now owns these triggers (their shard): start them from their written status,
+        and release the finalizer of any deleted while no replica owned them."""
+        self._handing_over.difference_update(uids)
+        chosen = [m for m in self.managed() if m.uid in uids]
+        deleted = [self._unfinalized.pop(uid) for uid in list(self._unfinalized) if uid in uids]
+
+        async def take(managed: ManagedTrigger) -> None:
+            await self._set_finalizer(managed.resource, present=True)
+            serving = managed.source is not None and not self.sources[managed.source].single_active
+            if not (serving and managed.trigger is not None):  # a webhook runs here already
+                await self.apply(managed.resource, force=True)
+            self.status_writer.mark_dirty(managed.uid, urgent=True)
+
+        await asyncio.gather(
+            *(take(m) for m in chosen), *(self._set_finalizer(r, present=False) for r in deleted)
+        )
+
+    async def hand_over(self, uids: Collection[str]) -> None:
+        """This replica gives these triggers up (their shard): stop their single-active sources and
+        flush what they counted and scheduled, so the next owner resumes from the written status."""
+        chosen = [m for m in self.managed() if m.uid in uids]
+        self._handing_over.update(m.uid for m in chosen)
+
+        async def release(managed: ManagedTrigger) -> None:
+            self.retry.cancel(managed)
+            async with managed.lock:
+                if managed.source is not None and self.sources[managed.source].single_active:
+                    await self.lifecycle.stop(managed)
+                    managed.applied_generation = None
+
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await asyncio.gather(*(release(m) for m in chosen))
+        except TimeoutError:
+            logger.warning("not every handed-over trigger stopped within %.0fs", self.stop_timeout)
+        await self.status_writer.flush_all()
+
     # --- watch events ----------------------------------------------------------------------------
 
     async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -85,11 +151,14 @@ class TriggerRegistry:
         object disappears; the leader adds it on first sight and releases it once the trigger stopped."""
         uid = body.get("metadata", {}).get("uid", "")
         if event_type == "DELETED":
+            self._unfinalized.pop(uid, None)
             await self.remove(uid)
             return
         resource = Resource.from_body(body)
         if body.get("metadata", {}).get("deletionTimestamp"):
             await self.remove(uid)
+            if self._owner is not None and not self.owns(uid) and FINALIZER in resource.finalizers:
+                self._unfinalized[uid] = resource
             await self._set_finalizer(resource, present=False)
             return
         await self._set_finalizer(resource, present=True)
@@ -97,7 +166,7 @@ class TriggerRegistry:
         await self.apply(resource)
 
     async def _set_finalizer(self, resource: Resource, *, present: bool) -> None:
-        if self.leading and self.finalizers is not None:
+        if self.owns(resource.ref.uid) and self.finalizers is not None:
             await set_finalizer(self.finalizers, resource, present=present)
 
     async def set_leading(self, leading: bool) -> None:
@@ -191,7 +260,9 @@ class TriggerRegistry:
     def snapshot(self, managed: ManagedTrigger) -> dict[str, Any]:
         """The status this resource should have now, as camelCase JSON (what the status writer writes)."""
         health = managed.health()
-        if not self.leading:
+        if managed.uid in self._handing_over and self.owns(managed.uid):
+            return handed_over_status(managed, health, self._source_fields(managed, health))
+        if not self.owns(managed.uid):
             return follower_status(managed, health)
         ready = readiness(managed, health)
         if managed.ready != ready.key:

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from portico.http_guard import ServerLimits
+from portico.operator.sharding.shard_map import MAX_SHARDS
 
 
 class SettingsError(Exception):
@@ -40,6 +41,8 @@ class OperatorSettings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    shards: int = 0
+    """With N > 0, triggers are spread over the replicas by N shard Leases instead of one leader."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OperatorSettings":
@@ -83,4 +86,12 @@ class OperatorSettings:
             lease_duration=args.lease_duration,
             renew_deadline=args.renew_deadline,
             retry_period=args.retry_period,
+            shards=_shards(args),
         )
+
+
+def _shards(args: argparse.Namespace) -> int:
+    shards = int(getattr(args, "shards", 0) or 0)
+    if not 0 <= shards <= MAX_SHARDS:
+        raise SettingsError(f"--shards must be between 0 (no sharding) and {MAX_SHARDS}, not {shards}")
+    return shards
