@@ -30,7 +30,8 @@ RELEASE_NS = "portico-system"
 SA = "portico-portico-triggers-operator"
 FAR_FUTURE = {"cron": "0 0 1 1 *"}
 # Kopf words a refused watch as "Not enough permissions" and carries on with less: that counts too.
-FORBIDDEN = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+FORBIDDEN = re.compile(r"(?<![,.:])\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+"""A refusal in the operator's log; `,403` is a timestamp's milliseconds, not a status."""
 
 
 def manifest_objects(helm: Helm, release: str, namespace: str) -> list[dict[str, Any]]:
