@@ -21,6 +21,7 @@ from portico.operator.resource import GROUP, KIND, PLURAL, VERSION
 from portico.operator.status import ConflictError, ObjectStatus, ResourceGoneError, StatusPatcher
 from portico.ports.trigger_events import EventType
 from portico.ports.trigger_source import SecretNotFoundError, SecretResolver
+from portico.sources.common.rate_limit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class EventRecorder(EventSink):
         self.refill_seconds = refill_seconds
         self.dedupe_seconds = dedupe_seconds
         self.host = host
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._recent: dict[tuple[str, str, str], tuple[float, str, int]] = {}
         self._queue: asyncio.Queue[tuple[TriggerRef, EventType, str, str]] = asyncio.Queue(maxsize=1000)
         self._task: asyncio.Task[None] | None = None
@@ -137,14 +138,12 @@ class EventRecorder(EventSink):
             self.dropped += 1
 
     def _allow(self, key: str) -> bool:
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) / self.refill_seconds)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1, now)
-        return True
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(
+                1 / self.refill_seconds, self.burst, clock=time.monotonic
+            )
+        return bucket.try_take() == 0
 
     def forget(self, ref: TriggerRef) -> None:
         self._buckets.pop(ref.uid or str(ref), None)

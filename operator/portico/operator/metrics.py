@@ -201,15 +201,10 @@ class TriggerCollector(Collector):
     def _add_requests(
         requests: CounterMetricFamily, latency: HistogramMetricFamily, namespace: str, name: str, m: Any
     ) -> None:
-        from portico.sources.webhook.metrics import LATENCY_BUCKETS
-
         for code, count in sorted(m.by_status.items()):
             requests.add_metric([namespace, name, str(code)], count)
-        cumulative, buckets = 0, []
-        for bound, count in zip([*LATENCY_BUCKETS, float("inf")], m.latency_bucket_counts, strict=True):
-            cumulative += count
-            buckets.append((_bound(bound), cumulative))
-        latency.add_metric([namespace, name], buckets, m.latency_sum_seconds)
+        h = m.latency
+        latency.add_metric([namespace, name], [(_bound(b), n) for b, n in h.cumulative()], h.sum)
 
 
 def _bound(value: float) -> str:

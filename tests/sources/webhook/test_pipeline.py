@@ -199,7 +199,7 @@ async def test_metrics_count_by_status_on_one_histogram(jobs: InMemoryJobCreator
     metrics = endpoint.metrics.snapshot()
     assert metrics.by_status == {202: 2, 403: 1}
     assert metrics.count == metrics.latency.count == 3
-    assert len(metrics.latency_bucket_counts) == len(LATENCY_BUCKETS) + 1
+    assert len(metrics.latency.counts) == len(LATENCY_BUCKETS) + 1
     assert metrics.latency.cumulative()[-1] == (float("inf"), 3)
     endpoint.metrics.observe(202, 0.2)
     assert metrics.count == 3

@@ -719,7 +719,7 @@ async def test_health_and_metrics_count_requests_by_status(
     }
     metrics = trigger.metrics()
     assert metrics.count == 4
-    assert len(metrics.latency_bucket_counts) == len(LATENCY_BUCKETS) + 1
-    assert sum(metrics.latency_bucket_counts) == 4
-    assert metrics.latency_sum_seconds > 0
+    assert len(metrics.latency.counts) == len(LATENCY_BUCKETS) + 1
+    assert sum(metrics.latency.counts) == 4
+    assert metrics.latency.sum > 0
     assert events.changes >= 4

@@ -19,15 +19,6 @@ class RequestMetrics:
     def count(self) -> int:
         return sum(self.by_status.values())
 
-    @property
-    def latency_bucket_counts(self) -> list[int]:
-        """Non-cumulative bucket counts; the last is for requests slower than every bound."""
-        return self.latency.counts
-
-    @property
-    def latency_sum_seconds(self) -> float:
-        return self.latency.sum
-
     def observe(self, status: int, seconds: float) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + 1
         self.latency.observe(seconds)
