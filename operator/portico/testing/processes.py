@@ -59,6 +59,15 @@ def stop_process_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
 @contextlib.contextmanager
 def listening_process(command: list[str], *, timeout: float = 60) -> Iterator[str]:
     """Run a server that prints `... listening on URL` on stdout; yield the URL; stop it afterwards."""
+    with listening_server(command, timeout=timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def listening_server(
+    command: list[str], *, timeout: float = 60
+) -> Iterator[tuple[str, "subprocess.Popen[str]"]]:
+    """`listening_process`, yielding the process too (a benchmark reads its CPU time)."""
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent
     )
@@ -74,7 +83,7 @@ def listening_process(command: list[str], *, timeout: float = 60) -> Iterator[st
             url = found.group(1) if found else None
         if url is None:
             raise RuntimeError(f"{' '.join(command[:4])} did not start")
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -82,6 +91,12 @@ def listening_process(command: list[str], *, timeout: float = 60) -> Iterator[st
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a running process has used so far (Linux `/proc`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def queue_service_command(db_path: Path | str, *args: str) -> list[str]:
