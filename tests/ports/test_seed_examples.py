@@ -15,7 +15,7 @@ import pytest
 import structlog
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, validator
 
 from portico.adapters.job_queue.memory import InMemoryJobQueue
 from portico.kits.job.job_service import JobService
@@ -244,3 +244,64 @@ async def test_error_handling_trigger_answers_over_http(job_service: JobService)
         assert "job_id" in accepted.json()
         refused = client.post("/webhooks/jobs", json={"job_type": ""})
         assert refused.status_code == 422
+
+
+# FAQ: Should triggers validate job payloads?
+class EmailJobPayload(BaseModel):
+    recipient: str
+    subject: str
+    body: str
+
+    @validator("recipient")
+    def validate_email(cls, v):  # type: ignore[no-untyped-def]
+        if "@" not in v:
+            raise ValueError("Invalid email address")
+        return v
+
+
+class ReportJobPayload(BaseModel):
+    """The seed's usage names this model without defining it."""
+
+    report_type: str
+
+
+class PayloadValidatingWebhookTrigger(_Lifecycle):
+    def __init__(self, job_creator: JobCreator, payload_schemas: dict[str, type[BaseModel]]):
+        super().__init__(job_creator)
+        self.job_creator = job_creator
+        self.payload_schemas = payload_schemas  # job_type -> Pydantic model
+
+    async def _create_job_endpoint(self, request: WebhookJobRequest) -> Job:
+        # Validate payload against schema
+        schema = self.payload_schemas.get(request.job_type)
+        if schema:
+            try:
+                validated = schema(**request.payload)
+                payload = validated.dict()
+            except ValidationError as e:
+                raise HTTPException(status_code=400, detail=f"Invalid payload: {e}") from e
+        else:
+            payload = request.payload
+
+        # Create job with validated payload
+        return await self.job_creator.create_job(job_type=request.job_type, payload=payload)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_payloads_are_validated_against_a_model_per_job_type(job_service: JobService) -> None:
+    # Usage
+    trigger = PayloadValidatingWebhookTrigger(
+        job_creator=job_service,
+        payload_schemas={"email.send": EmailJobPayload, "report.generate": ReportJobPayload},
+    )
+    email = {"recipient": "user@example.com", "subject": "Hi", "body": "Hello"}
+    job = await trigger._create_job_endpoint(WebhookJobRequest(job_type="email.send", payload=email))
+    assert job.payload == email
+    with pytest.raises(HTTPException) as refused:
+        await trigger._create_job_endpoint(
+            WebhookJobRequest(job_type="email.send", payload={**email, "recipient": "nobody"})
+        )
+    assert refused.value.status_code == 400
+    assert "Invalid email address" in str(refused.value.detail)
+    free = await trigger._create_job_endpoint(WebhookJobRequest(job_type="cleanup.logs", payload={"a": 1}))
+    assert free.payload == {"a": 1}
