@@ -5,6 +5,7 @@ The status writer decides when and how it is written."""
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -44,11 +45,17 @@ class SourceFields:
     problems: tuple[str, ...] = ()
 
 
+@cache
+def _declared(model: type[BaseModel]) -> frozenset[str]:
+    """The camelCase keys a status model declares (read once per model, not per status write)."""
+    return frozenset(info.alias or name for name, info in model.model_fields.items())
+
+
 def source_fields(source_status: Mapping[str, Any], model: type[BaseModel]) -> SourceFields:
     """A trigger's `source_status`, checked against its source's status model. A key the model does not
     declare (the API server would prune it) or a value of the wrong type (it would reject the whole
     patch) is a programming error in the source: it is left out, and named in `problems` for the log."""
-    declared = {info.alias or name for name, info in model.model_fields.items()}
+    declared = _declared(model)
     values = {k: json_value(v) for k, v in source_status.items()}
     problems = [f"{key}: not declared by {model.__name__}" for key in values if key not in declared]
     known = {k: v for k, v in values.items() if k in declared}
