@@ -20,11 +20,13 @@ import argparse
 import asyncio
 import json
 import math
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +48,13 @@ from portico.testing.fleet import (
     scheduled_at,
     wait_all_running,
 )
-from portico.testing.processes import die_with_parent, operator_command, running_queue_service
+from portico.testing.processes import (
+    cpu_seconds,
+    die_with_parent,
+    free_port,
+    operator_command,
+    running_queue_service,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARDS = 32
@@ -76,14 +84,17 @@ class Fleet:
             workdir,
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_ports: dict[str, int] = {}
 
     def start(self, replicas: int) -> None:
         a = self.args
         for i in range(replicas):
             name = f"replica-{i}"
+            self.metrics_ports[name] = free_port()
             self.procs[name] = subprocess.Popen(
                 operator_command(
                     kubeconfig=self.cp.kubeconfig,
+                    metrics_port=self.metrics_ports[name],
                     queue_url=self.queue_url,
                     namespaces=(self.namespace,),
                     log_level="WARNING",
@@ -107,6 +118,26 @@ class Fleet:
                 proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+    def fire_lateness(self, prefix: str) -> dict[float, float]:
+        """The schedule triggers' own fire lateness (due time to job handed to the creator), summed over
+        the replicas' `portico_schedule_fire_lateness_seconds` histograms of triggers named `prefix*`:
+        cumulative count by bucket bound."""
+        buckets: dict[float, float] = {}
+        for name, port in self.metrics_ports.items():
+            if self.procs[name].poll() is not None:
+                continue
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+                text = response.read().decode()
+            for line in text.splitlines():
+                if not line.startswith("portico_schedule_fire_lateness_seconds_bucket{"):
+                    continue
+                labels, value = line.rsplit(" ", 1)
+                if f'trigger="{prefix}' not in labels:
+                    continue
+                bound = float(labels.split('le="', 1)[1].split('"', 1)[0])
+                buckets[bound] = buckets.get(bound, 0.0) + float(value)
+        return dict(sorted(buckets.items()))
 
     def leases(self) -> dict[int, dict[str, Any]]:
         prefix = "portico-operator-shard-"
@@ -149,6 +180,14 @@ def exactly_once(jobs: list[dict[str, Any]], since: float, until: float) -> tupl
     return duplicates, lost, expected
 
 
+def cpu_split(cp: ControlPlane, fleet: Fleet) -> dict[str, float]:
+    """CPU seconds used so far by the control plane's processes, each replica and this client."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    split = {name: cpu_seconds(proc.pid) for name, proc in cp.processes.items()}
+    split |= {name: cpu_seconds(proc.pid) for name, proc in fleet.procs.items()}
+    return split | {"client": usage.ru_utime + usage.ru_stime}
+
+
 async def one_size(
     custom: client.CustomObjectsApi,
     cp: ControlPlane,
@@ -166,10 +205,12 @@ async def one_size(
     try:
         await fleet.settled(120)
         out["baseline_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
+        cpu0 = cpu_split(cp, fleet)
         t0 = time.monotonic()
         await create_all(custom, namespace, [schedule_manifest(f"t{i:05d}") for i in range(args.count)])
         await wait_all_running(custom, namespace, args.count, args.timeout)
         out["seconds"] = time.monotonic() - t0
+        out["cpu"] = {k: v - cpu0[k] for k, v in cpu_split(cp, fleet).items()}
         out["peak_rss_mb"] = {n: peak_rss_mb(p.pid) for n, p in fleet.procs.items()}
         await create_all(custom, namespace, [probe_manifest(i) for i in range(args.probes)])
         await wait_all_running(custom, namespace, args.count + args.probes, args.timeout)
@@ -180,6 +221,7 @@ async def one_size(
         ]
         samples = lateness_ms([j for j in jobs if scheduled_at(j) >= start + 1])
         out["lateness"] = (percentile(samples, 50), percentile(samples, 99), len(samples))
+        out["trigger_lateness"] = fleet.fire_lateness("probe")
         out["rss_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
         if crash:
             out["crash"] = await crash_one(fleet, queue_url, namespace, args, start + 1)
@@ -227,6 +269,18 @@ async def crash_one(
     }
 
 
+def emit_trigger_lateness(buckets: dict[float, float], **n: Any) -> None:
+    """From the replicas' histograms: the share of fires dispatched within 10 ms of their due time, and
+    the smallest bucket bound that holds 99 % of them (p99 is at most that)."""
+    total = buckets.get(math.inf, 0.0)
+    if not total:
+        return
+    within = buckets.get(0.01, 0.0) / total
+    p99_bound = next(b for b, count in buckets.items() if count >= 0.99 * total)
+    emit("trigger_fire_lateness_share_within_10ms", within, fires=int(total), **n)
+    emit("trigger_fire_lateness_p99_at_most_ms", p99_bound * 1000, goal_ms=10, **n)
+
+
 async def run(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> None:
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=configuration)
@@ -240,12 +294,15 @@ async def run(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> None
                 r = results[replicas] = await one_size(custom, cp, queue_url, replicas, args, workdir, crash)
                 n = {"replicas": replicas, "count": args.count}
                 emit("seconds_to_all_running", r["seconds"], **n)
+                for name, used in sorted(r["cpu"].items()):
+                    emit("cpu_seconds_until_all_running", used, process=name, **n)
                 for name, peak in sorted(r["peak_rss_mb"].items()):
                     base = round(r["baseline_mb"][name], 1)
                     emit("replica_peak_rss_mb", peak, replica=name, baseline_mb=base, **n)
                     emit("replica_settled_rss_mb", r["rss_mb"][name], replica=name, baseline_mb=base, **n)
                 p50, p99, samples = r["lateness"]
                 emit("fire_lateness_p99_ms", p99, p50_ms=round(p50, 3), samples=samples, goal_ms=10, **n)
+                emit_trigger_lateness(r["trigger_lateness"], **n)
                 if "crash" in r:
                     c = r["crash"]
                     emit(

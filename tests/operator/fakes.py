@@ -86,10 +86,15 @@ class FakeSource(TriggerSource[FakeSpec]):
     spec_model: ClassVar[type[SpecModel]] = FakeSpec
     status_model: ClassVar[type[SpecModel]] = FakeStatus
 
-    def __init__(self) -> None:
+    def __init__(self, *, single_active: bool = True) -> None:
         self.built: list[FakeTrigger] = []
         self.on_demand = True
         """Whether its triggers can run on demand (the run-now annotation)."""
+        self._single_active = single_active
+
+    @property
+    def single_active(self) -> bool:
+        return self._single_active
 
     def secret_refs(self, spec: FakeSpec) -> list[SecretRef]:
         return [spec.secret] if spec.secret else []
@@ -150,19 +155,25 @@ def resource(
 
 
 def body(
-    *, finalizers: list[str] | None = None, deleting: bool = False, version: str = "7"
+    *,
+    finalizers: list[str] | None = None,
+    deleting: bool = False,
+    version: str = "7",
+    generation: int = 1,
+    status: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": "t",
         "namespace": "ns",
         "uid": "uid-1",
-        "generation": 1,
+        "generation": generation,
+        "creationTimestamp": "2026-11-28T09:00:00Z",
         "resourceVersion": version,
         "finalizers": finalizers or [],
     }
     if deleting:
         meta["deletionTimestamp"] = "2026-11-28T10:00:00Z"
-    return {"metadata": meta, "spec": {"job": {"type": "x"}, "fake": {}}}
+    return {"metadata": meta, "spec": {"job": {"type": "x"}, "fake": {}}, "status": status or {}}
 
 
 async def settle() -> None:

@@ -94,3 +94,67 @@ async def test_a_deletion_seen_while_no_replica_owns_the_shard_is_finalized_by_t
     await registry.take_over({"uid-1"})
     assert writer.writes == [([], "9")], "released by the shard's new owner"
     assert source.built == [], "and never started"
+
+
+@pytest.mark.looptime
+async def test_a_trigger_of_another_replicas_shard_is_only_remembered_and_starts_from_its_latest_object(
+    env: Any,
+) -> None:
+    """A replica keeps no managed trigger (no parsed spec, no status tracking) for what it neither owns
+    nor serves; when the shard arrives it starts from the last object it saw."""
+    registry, source, patcher, *_ = env
+    owned: set[str] = set()
+    registry._owner = owned.__contains__
+    registry.finalizers = Finalizers()
+    await registry.observe("ADDED", body())
+    await registry.observe("MODIFIED", body(generation=2, version="8", status={"lastScheduleTime": "x"}))
+    assert registry.managed() == [] and registry.known_uids() == {"uid-1"}
+    owned.add("uid-1")
+    await registry.take_over(registry.known_uids())
+    await settle()
+    (managed,) = registry.managed()
+    assert source.built[-1].is_running and managed.resource.generation == 2
+    assert managed.resource.status == {"lastScheduleTime": "x"}
+    assert managed.resource.resource_version == "8"
+    assert patcher.status["phase"] == "Running"
+
+
+@pytest.mark.looptime
+async def test_handing_a_shard_over_keeps_only_the_object_and_never_restarts_it_until_it_returns(
+    env: Any,
+) -> None:
+    registry, source, *_ = env
+    owned = {"uid-1"}
+    registry._owner = owned.__contains__
+    await registry.observe("ADDED", body())
+    await settle()
+    assert source.built[-1].is_running
+    await registry.hand_over({"uid-1"})
+    assert registry.managed() == [] and registry.known_uids() == {"uid-1"}
+    await registry.observe("MODIFIED", body(generation=2, version="9"))
+    assert registry.managed() == [] and len(source.built) == 1, "still ours, but being handed over"
+    await registry.take_over({"uid-1"})  # the shard comes back
+    assert len(source.built) == 2 and source.built[-1].is_running
+    assert registry.managed()[0].resource.generation == 2
+    await registry.observe("DELETED", body(generation=2))
+    assert registry.known_uids() == set()
+
+
+@pytest.mark.looptime
+async def test_every_replica_keeps_serving_a_trigger_that_every_replica_serves(env: Any) -> None:
+    registry, *_ = env
+    served = type(registry.sources["fake"])(single_active=False)
+    registry.sources["fake"] = served
+    registry.lifecycle.sources = registry.sources
+    registry._owner = set[str]().__contains__
+    await registry.observe("ADDED", body())
+    assert [m.uid for m in registry.managed()] == ["uid-1"] and served.built[-1].is_running
+
+
+@pytest.mark.looptime
+async def test_a_forgotten_watch_entry_goes_with_its_deletion(env: Any) -> None:
+    registry, *_ = env
+    registry._owner = set[str]().__contains__
+    await registry.observe("ADDED", body())
+    await registry.observe("DELETED", body())
+    assert registry.known_uids() == set()

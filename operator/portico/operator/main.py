@@ -171,7 +171,7 @@ def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry) -> None
     main = asyncio.get_running_loop()
 
     def uids(shards: frozenset[int]) -> set[str]:
-        return {m.uid for m in triggers.managed() if coordinator.shard_of(m.uid) in shards}
+        return {uid for uid in triggers.known_uids() if coordinator.shard_of(uid) in shards}
 
     async def acquired(shards: frozenset[int]) -> None:
         await triggers.take_over(uids(shards))

@@ -29,6 +29,7 @@ from portico.operator.retry import RetryPolicy, RetryTimer
 from portico.operator.secret_watch import SecretWatch
 from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
+from portico.operator.watched import WatchedTriggers, source_name
 from portico.ports.job_creator import JobCreator
 from portico.ports.job_target import JobTarget
 from portico.ports.job_trigger import TriggerHealth
@@ -82,6 +83,8 @@ class TriggerRegistry:
             may_run=self._may_run,
         )
         self._triggers: dict[str, ManagedTrigger] = {}
+        self._watched = WatchedTriggers()
+        """With sharding: the triggers of other replicas' shards that this one does not serve."""
 
     def __len__(self) -> int:
         return len(self._triggers)
@@ -91,6 +94,11 @@ class TriggerRegistry:
 
     def running(self) -> list[ManagedTrigger]:
         return [m for m in self._triggers.values() if m.running]
+
+    def known_uids(self) -> set[str]:
+        """Every JobTrigger this replica has seen and not seen go: managed, only watched, or deleted
+        and waiting for its owner to release the finalizer."""
+        return {*self._triggers, *self._watched, *self._unfinalized}
 
     # --- ownership (leader or shard) -------------------------------------------------------------
 
@@ -112,6 +120,7 @@ class TriggerRegistry:
         self._handing_over.difference_update(uids)
         chosen = [m for m in self.managed() if m.uid in uids]
         deleted = [self._unfinalized.pop(uid) for uid in list(self._unfinalized) if uid in uids]
+        arriving = [r for r in (self._watched.pop(uid) for uid in uids if uid in self._watched) if r]
 
         async def take(managed: ManagedTrigger) -> None:
             await self._set_finalizer(managed.resource, present=True)
@@ -120,8 +129,16 @@ class TriggerRegistry:
                 await self.apply(managed.resource, force=True)
             self.status_writer.mark_dirty(managed.uid, urgent=True)
 
+        async def start(resource: Resource) -> None:
+            await self._set_finalizer(resource, present=True)
+            newer = self._triggers.get(resource.ref.uid)  # a watch event came in meanwhile
+            await self.apply(newer.resource if newer is not None else resource, force=True)
+            self.status_writer.mark_dirty(resource.ref.uid, urgent=True)
+
         await asyncio.gather(
-            *(take(m) for m in chosen), *(self._set_finalizer(r, present=False) for r in deleted)
+            *(take(m) for m in chosen),
+            *(start(r) for r in arriving),
+            *(self._set_finalizer(r, present=False) for r in deleted),
         )
 
     async def hand_over(self, uids: Collection[str]) -> None:
@@ -143,6 +160,21 @@ class TriggerRegistry:
         except TimeoutError:
             logger.warning("not every handed-over trigger stopped within %.0fs", self.stop_timeout)
         await self.status_writer.flush_all()
+        for managed in chosen:
+            if managed.trigger is None:
+                await self._watch_only(managed)
+
+    async def _watch_only(self, managed: ManagedTrigger) -> None:
+        """Forget a stopped trigger of a shard this replica gives up, but for its object. It stays
+        handed over (never started again here) until its shard comes back."""
+        async with managed.lock:
+            if self._triggers.get(managed.uid) is not managed or managed.trigger is not None:
+                return
+            self.retry.cancel(managed)
+            self._triggers.pop(managed.uid, None)
+            self.status_writer.untrack(managed.uid)
+            self.events.forget(managed.ref)
+            self._watched.keep(managed.resource)
 
     # --- watch events ----------------------------------------------------------------------------
 
@@ -152,9 +184,15 @@ class TriggerRegistry:
         uid = body.get("metadata", {}).get("uid", "")
         if event_type == "DELETED":
             self._unfinalized.pop(uid, None)
+            self._watched.discard(uid)
+            self._handing_over.discard(uid)
             await self.remove(uid)
             return
         resource = Resource.from_body(body)
+        if self._only_watches(resource) and not body.get("metadata", {}).get("deletionTimestamp"):
+            self._watched.keep(resource)
+            return
+        self._watched.discard(uid)
         if body.get("metadata", {}).get("deletionTimestamp"):
             await self.remove(uid)
             if self._owner is not None and not self.owns(uid) and FINALIZER in resource.finalizers:
@@ -164,6 +202,15 @@ class TriggerRegistry:
         await self._set_finalizer(resource, present=True)
         self.status_writer.observe(uid, resource.status, resource.resource_version)
         await self.apply(resource)
+
+    def _only_watches(self, resource: Resource) -> bool:
+        """Whether this replica has nothing to do with the trigger but remember it: sharded, not its
+        owner, not running it, and not a source every replica serves."""
+        uid = resource.ref.uid
+        if self._owner is None or self._may_run(uid) or uid in self._triggers:
+            return False
+        source = source_name(resource.spec, self.sources)
+        return source is None or self.sources[source].single_active
 
     async def _set_finalizer(self, resource: Resource, *, present: bool) -> None:
         if self.owns(resource.ref.uid) and self.finalizers is not None:
