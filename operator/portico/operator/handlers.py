@@ -21,6 +21,7 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.batching.idle_timeout = 0.5
     return settings
 
 
