@@ -18,6 +18,7 @@ figure.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import resource
@@ -49,6 +50,7 @@ from portico.testing.fleet import (
     wait_all_running,
 )
 from portico.testing.processes import (
+    cpu_limited,
     cpu_seconds,
     die_with_parent,
     free_port,
@@ -202,29 +204,37 @@ async def one_size(
     fleet = Fleet(cp, queue_url, namespace, args, workdir)
     fleet.start(replicas)
     out: dict[str, Any] = {}
+    limit = (
+        cpu_limited({n: p.pid for n, p in fleet.procs.items()}, args.replica_cpus)
+        if args.replica_cpus
+        else contextlib.nullcontext()
+    )
     try:
-        await fleet.settled(120)
-        out["baseline_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
-        cpu0 = cpu_split(cp, fleet)
-        t0 = time.monotonic()
-        await create_all(custom, namespace, [schedule_manifest(f"t{i:05d}") for i in range(args.count)])
-        await wait_all_running(custom, namespace, args.count, args.timeout)
-        out["seconds"] = time.monotonic() - t0
-        out["cpu"] = {k: v - cpu0[k] for k, v in cpu_split(cp, fleet).items()}
-        out["peak_rss_mb"] = {n: peak_rss_mb(p.pid) for n, p in fleet.procs.items()}
-        await create_all(custom, namespace, [probe_manifest(i) for i in range(args.probes)])
-        await wait_all_running(custom, namespace, args.count + args.probes, args.timeout)
-        start = time.time()
-        await asyncio.sleep(args.lateness_seconds)
-        jobs = [
-            j for j in list_jobs(queue_url, queue="probe") if j["metadata"]["trigger.namespace"] == namespace
-        ]
-        samples = lateness_ms([j for j in jobs if scheduled_at(j) >= start + 1])
-        out["lateness"] = (percentile(samples, 50), percentile(samples, 99), len(samples))
-        out["trigger_lateness"] = fleet.fire_lateness("probe")
-        out["rss_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
-        if crash:
-            out["crash"] = await crash_one(fleet, queue_url, namespace, args, start + 1)
+        with limit:
+            await fleet.settled(120)
+            out["baseline_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
+            cpu0 = cpu_split(cp, fleet)
+            t0 = time.monotonic()
+            await create_all(custom, namespace, [schedule_manifest(f"t{i:05d}") for i in range(args.count)])
+            await wait_all_running(custom, namespace, args.count, args.timeout)
+            out["seconds"] = time.monotonic() - t0
+            out["cpu"] = {k: v - cpu0[k] for k, v in cpu_split(cp, fleet).items()}
+            out["peak_rss_mb"] = {n: peak_rss_mb(p.pid) for n, p in fleet.procs.items()}
+            await create_all(custom, namespace, [probe_manifest(i) for i in range(args.probes)])
+            await wait_all_running(custom, namespace, args.count + args.probes, args.timeout)
+            start = time.time()
+            await asyncio.sleep(args.lateness_seconds)
+            jobs = [
+                j
+                for j in list_jobs(queue_url, queue="probe")
+                if j["metadata"]["trigger.namespace"] == namespace
+            ]
+            samples = lateness_ms([j for j in jobs if scheduled_at(j) >= start + 1])
+            out["lateness"] = (percentile(samples, 50), percentile(samples, 99), len(samples))
+            out["trigger_lateness"] = fleet.fire_lateness("probe")
+            out["rss_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
+            if crash:
+                out["crash"] = await crash_one(fleet, queue_url, namespace, args, start + 1)
     finally:
         fleet.stop()
     return out
@@ -343,6 +353,13 @@ def main() -> int:
     parser.add_argument("--lease-duration", type=float, default=15)
     parser.add_argument("--renew-deadline", type=float, default=10)
     parser.add_argument("--retry-period", type=float, default=2)
+    parser.add_argument(
+        "--replica-cpus",
+        type=float,
+        default=None,
+        help="cap each replica at this many CPUs (a control group each), as if every replica had a node "
+        "of its own; the control plane and the queue service share the rest (needs root)",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp,

@@ -117,7 +117,9 @@ def check_kubeconfig(path: str) -> None:
         raise KubeConfigError(f"kubeconfig {path}: current-context {current!r} is not among its contexts")
 
 
-async def create_api_client(access: KubeAccess) -> client.ApiClient:
+async def create_api_client(access: KubeAccess, *, connections: int = 32) -> client.ApiClient:
+    """An API client of at most `connections` open connections (each TLS connection holds a read
+    buffer of up to 256 KiB)."""
     configuration = client.Configuration()
     try:
         if access.kubeconfig is None:
@@ -130,5 +132,5 @@ async def create_api_client(access: KubeAccess) -> client.ApiClient:
         )
         message = " ".join(str(exc).split())
         raise KubeConfigError(f"{source}: {message}") from None
-    configuration.connection_pool_maxsize = 32
+    configuration.connection_pool_maxsize = connections
     return client.ApiClient(configuration)

@@ -50,7 +50,7 @@ async def operate(
     lease_api = None
     if lease_thread is not None:
         lease_thread.start()
-        lease_api = await lease_thread.call(create_api_client(access))
+        lease_api = await lease_thread.call(create_api_client(access, connections=4))
     shards = shard_coordinator(settings, lease_api) if lease_api is not None else None
     writer = JobTriggerWriter(api, field_manager=f"portico-operator/{settings.identity}")
     status_writer = StatusWriter(writer, interval=settings.status_interval)
