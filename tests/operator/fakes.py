@@ -108,10 +108,12 @@ class FakeSource(TriggerSource[FakeSpec]):
 class Patcher(StatusPatcher):
     def __init__(self) -> None:
         self.status: dict[str, Any] = {}
+        self.preconditions: list[str | None] = []
 
     async def patch_status(
         self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None
     ) -> ObjectStatus:
+        self.preconditions.append(resource_version)
         self.status.update(patch)
         return ObjectStatus(dict(self.status), "1")
 
@@ -131,11 +133,18 @@ class Events(EventSink):
 
 
 class Finalizers(FinalizerWriter):
-    def __init__(self) -> None:
-        self.writes: list[tuple[list[str], str]] = []
+    """Records finalizer writes; with `after`, each write succeeds and leaves the object at that
+    version with that status, as the API server's answer says."""
 
-    async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
+    def __init__(self, after: ObjectStatus | None = None) -> None:
+        self.writes: list[tuple[list[str], str]] = []
+        self.after = after
+
+    async def set_finalizers(
+        self, ref: TriggerRef, finalizers: list[str], resource_version: str
+    ) -> ObjectStatus | None:
         self.writes.append((finalizers, resource_version))
+        return self.after
 
 
 def resource(

@@ -34,9 +34,11 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
         self.field_manager = field_manager
         """Names the replica in `managedFields` of the status it writes (who wrote what, per replica)."""
 
-    async def set_finalizers(self, ref: TriggerRef, finalizers: list[str], resource_version: str) -> None:
+    async def set_finalizers(
+        self, ref: TriggerRef, finalizers: list[str], resource_version: str
+    ) -> ObjectStatus | None:
         try:
-            await self.custom.patch_namespaced_custom_object(
+            obj = await self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 ref.namespace,
@@ -48,8 +50,9 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
         except ApiException as exc:
             if exc.status in (404, 409):
                 logger.debug("finalizer update of %s skipped (%s); the next event retries", ref, exc.status)
-                return
+                return None
             raise
+        return ObjectStatus(obj.get("status") or {}, obj["metadata"]["resourceVersion"])
 
     async def patch_status(
         self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None

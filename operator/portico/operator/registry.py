@@ -123,14 +123,15 @@ class TriggerRegistry:
         arriving = [r for r in (self._watched.pop(uid) for uid in uids if uid in self._watched) if r]
 
         async def take(managed: ManagedTrigger) -> None:
-            await self._set_finalizer(managed.resource, present=True)
+            resource = await self._set_finalizer(managed.resource, present=True)
+            self.status_writer.observe(managed.uid, resource.status, resource.resource_version)
             serving = managed.source is not None and not self.sources[managed.source].single_active
             if not (serving and managed.trigger is not None):  # a webhook runs here already
-                await self.apply(managed.resource, force=True)
+                await self.apply(resource, force=True)
             self.status_writer.mark_dirty(managed.uid, urgent=True)
 
         async def start(resource: Resource) -> None:
-            await self._set_finalizer(resource, present=True)
+            resource = await self._set_finalizer(resource, present=True)
             newer = self._triggers.get(resource.ref.uid)  # a watch event came in meanwhile
             await self.apply(newer.resource if newer is not None else resource, force=True)
             self.status_writer.mark_dirty(resource.ref.uid, urgent=True)
@@ -199,7 +200,7 @@ class TriggerRegistry:
                 self._unfinalized[uid] = resource
             await self._set_finalizer(resource, present=False)
             return
-        await self._set_finalizer(resource, present=True)
+        resource = await self._set_finalizer(resource, present=True)
         self.status_writer.observe(uid, resource.status, resource.resource_version)
         await self.apply(resource)
 
@@ -212,9 +213,10 @@ class TriggerRegistry:
         source = source_name(resource.spec, self.sources)
         return source is None or self.sources[source].single_active
 
-    async def _set_finalizer(self, resource: Resource, *, present: bool) -> None:
+    async def _set_finalizer(self, resource: Resource, *, present: bool) -> Resource:
         if self.owns(resource.ref.uid) and self.finalizers is not None:
-            await set_finalizer(self.finalizers, resource, present=present)
+            return await set_finalizer(self.finalizers, resource, present=present)
+        return resource
 
     async def set_leading(self, leading: bool) -> None:
         """Leadership changed. The leader runs every source and writes finalizers, phases and Events;
@@ -225,8 +227,9 @@ class TriggerRegistry:
         if leading:
             self.leading = True
             for managed in self.managed():
-                await self._set_finalizer(managed.resource, present=True)
-                await self.apply(managed.resource, force=True)
+                resource = await self._set_finalizer(managed.resource, present=True)
+                self.status_writer.observe(managed.uid, resource.status, resource.resource_version)
+                await self.apply(resource, force=True)
             self.status_writer.mark_all_dirty()
             return
         for managed in self.managed():
