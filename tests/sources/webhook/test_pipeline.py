@@ -3,6 +3,7 @@ out, in the order the module docstring gives."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -93,6 +94,18 @@ async def test_a_closed_pipeline_answers_404(jobs: InMemoryJobCreator) -> None:
         404,
         {"error": "no webhook at this path"},
     )
+
+
+async def test_a_request_admitted_before_a_stop_is_answered_not_refused(jobs: InMemoryJobCreator) -> None:
+    """A reconfiguration's successor takes the path, then its predecessor stops. A request the server
+    had already routed to the predecessor is admitted in that same step, so the stop drains it: it
+    gets its 202, not a 404 for a path that was never gone."""
+    endpoint = pipeline(jobs, BEARER)
+    answering = asyncio.create_task(endpoint.handle(post({"job_type": "a.b"})))
+    await asyncio.sleep(0)  # routed and admitted, not yet answered
+    endpoint.accepting = False
+    await endpoint.inflight.drain(5, cancel_wait_seconds=1)
+    assert answer(await answering)[0] == 202 and len(jobs.jobs) == 1
 
 
 async def test_a_bearer_token_is_checked_before_the_body_is_read(jobs: InMemoryJobCreator) -> None:

@@ -129,6 +129,11 @@ class WebhookPipeline:
         started = loop.time()
         deadline = started + self.spec.response_timeout_seconds
         try:
+            if not self.accepting:
+                raise WebhookRefusal(404, "no webhook at this path", reason="trigger stopping")
+            # Admitted in the same step as the route lookup: a request routed here is tracked before a
+            # stop can begin, so a stop drains it rather than refusing it (a reconfiguration's successor
+            # already holds the path for everything that comes after).
             response: WebhookResponse = await self.inflight.start(self._answer(request, deadline=deadline))
         except WebhookRefusal as refusal:
             response = self._refuse(request, refusal)
@@ -191,8 +196,6 @@ class WebhookPipeline:
     async def _answer(self, request: WebhookRequest, *, deadline: float) -> WebhookResponse:
         """The answer is due `responseTimeoutSeconds` after the request arrived: a body still arriving
         then is answered 408, a job the queue service has not accepted by then 503."""
-        if not self.accepting:
-            raise WebhookRefusal(404, "no webhook at this path", reason="trigger stopping")
         self._check_rate()
         headers = request.headers
         if not is_json(headers):
