@@ -124,7 +124,6 @@ class TriggerRegistry:
 
         async def take(managed: ManagedTrigger) -> None:
             resource = await self._set_finalizer(managed.resource, present=True)
-            self.status_writer.observe(managed.uid, resource.status, resource.resource_version)
             serving = managed.source is not None and not self.sources[managed.source].single_active
             if not (serving and managed.trigger is not None):  # a webhook runs here already
                 await self.apply(resource, force=True)
@@ -190,18 +189,19 @@ class TriggerRegistry:
             await self.remove(uid)
             return
         resource = Resource.from_body(body)
-        if self._only_watches(resource) and not body.get("metadata", {}).get("deletionTimestamp"):
+        deleting = bool(body.get("metadata", {}).get("deletionTimestamp"))
+        if not deleting and self._only_watches(resource):
             self._watched.keep(resource)
             return
         self._watched.discard(uid)
-        if body.get("metadata", {}).get("deletionTimestamp"):
+        if deleting:
             await self.remove(uid)
             if self._owner is not None and not self.owns(uid) and FINALIZER in resource.finalizers:
                 self._unfinalized[uid] = resource
             await self._set_finalizer(resource, present=False)
             return
-        resource = await self._set_finalizer(resource, present=True)
         self.status_writer.observe(uid, resource.status, resource.resource_version)
+        resource = await self._set_finalizer(resource, present=True)
         await self.apply(resource)
 
     def _only_watches(self, resource: Resource) -> bool:
@@ -214,9 +214,14 @@ class TriggerRegistry:
         return source is None or self.sources[source].single_active
 
     async def _set_finalizer(self, resource: Resource, *, present: bool) -> Resource:
-        if self.owns(resource.ref.uid) and self.finalizers is not None:
-            return await set_finalizer(self.finalizers, resource, present=present)
-        return resource
+        """As the owner, add or release our finalizer. The status writer learns the version the write
+        left, so the trigger's next status write does not carry an older one and conflict."""
+        if not self.owns(resource.ref.uid) or self.finalizers is None:
+            return resource
+        written = await set_finalizer(self.finalizers, resource, present=present)
+        if written is not resource:
+            self.status_writer.observe(written.ref.uid, written.status, written.resource_version)
+        return written
 
     async def set_leading(self, leading: bool) -> None:
         """Leadership changed. The leader runs every source and writes finalizers, phases and Events;
@@ -228,7 +233,6 @@ class TriggerRegistry:
             self.leading = True
             for managed in self.managed():
                 resource = await self._set_finalizer(managed.resource, present=True)
-                self.status_writer.observe(managed.uid, resource.status, resource.resource_version)
                 await self.apply(resource, force=True)
             self.status_writer.mark_all_dirty()
             return
