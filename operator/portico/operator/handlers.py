@@ -1,9 +1,9 @@
-"""Kopf handlers: hand every JobTrigger watch event to the registry, and nothing else.
+"""Kopf handlers: hand every referenced Secret's watch event to the registry, and nothing else.
 
-Kopf is used as the watcher (with its reconnects, login and probes), through raw event handlers only:
-they write nothing, so Kopf keeps no progress or diff-base in the objects, adds no finalizer of its own,
-and returns nothing into `status` (the API server would prune it: the status schema is ours). The
-registry decides what an event means, and owns finalizers, status, retries and Events.
+Kopf runs the Secret watch (with its reconnects and login), the liveness probe and the cleanup,
+through raw event handlers only: they write nothing, so Kopf keeps nothing in any object. JobTriggers
+are watched by `trigger_watch.JobTriggerWatch`, which costs far less per event; the registry decides
+what an event means, and owns finalizers, status, retries and Events.
 """
 
 from typing import Any
@@ -12,7 +12,6 @@ import kopf
 
 from portico.operator.kube_access import KubeAccess, in_cluster_credentials
 from portico.operator.registry import TriggerRegistry
-from portico.operator.resource import GROUP, PLURAL, VERSION
 
 
 def operator_settings() -> kopf.OperatorSettings:
@@ -39,11 +38,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
             default_namespace=pod.namespace,
             trust_env=settings.networking.trust_env,
         )
-
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def jobtrigger_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        triggers: TriggerRegistry = memo.triggers
-        await triggers.observe(event.get("type"), body)
 
     def is_referenced(namespace: str | None, name: str, memo: Any, **_: Any) -> bool:
         triggers: TriggerRegistry = memo.triggers

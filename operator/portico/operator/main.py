@@ -1,8 +1,8 @@
-"""`portico operator`: wires the adapters to Kopf and runs until SIGTERM.
+"""`portico operator`: wires the adapters, the JobTrigger watch and Kopf, and runs until SIGTERM.
 
-Startup order matters: sources open (the webhook server binds) before Kopf resumes existing triggers;
-shutdown is the reverse, and every trigger is stopped gracefully within `--stop-timeout` before the
-final status flush.
+Startup order matters: sources open (the webhook server binds) before the JobTrigger watch resumes
+existing triggers; shutdown is the reverse: the watch stops first, then every trigger is stopped
+gracefully within `--stop-timeout` before the final status flush.
 """
 
 import argparse
@@ -34,6 +34,7 @@ from portico.operator.sharding.leases import KubeLeaseStore
 from portico.operator.sources import create_sources
 from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
+from portico.operator.trigger_watch import JobTriggerWatch
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ async def operate(
             on_started_leading=lambda: triggers.set_leading(True),
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
+    trigger_watch = JobTriggerWatch(api, settings.namespaces, triggers.observe)
     collector = TriggerCollector(triggers, status_writer, events, elector, shards)
     metrics = MetricsServer(settings.metrics_host, settings.metrics_port, collector)
     kopf_registry = kopf.OperatorRegistry()
@@ -98,6 +100,7 @@ async def operate(
         if stopped:
             return
         stopped = True
+        await trigger_watch.stop(settings.stop_timeout)
         logger.info("operator stopping: stopping %d triggers", len(triggers))
         if elector is not None:
             await elector.close(release=True)
@@ -123,6 +126,7 @@ async def operate(
             await elector.start()
         if shards is not None and lease_thread is not None:
             await lease_thread.call(shards.start())
+        trigger_watch.start()
         logger.info(
             "operator starting",
             extra={"namespaces": ",".join(settings.namespaces) or "*", "identity": settings.identity},

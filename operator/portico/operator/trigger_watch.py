@@ -1,0 +1,285 @@
+"""The JobTrigger watch: list, then watch from the list's version, cluster-wide or per namespace, and
+hand each event's object to the registry, in order per object.
+
+The operator watches JobTriggers itself rather than through Kopf. Kopf handles every event through a
+per-object worker, a body wrapper, its per-object memory and a handler invocation, about a millisecond
+of interpreter per event, and keeps a record per object. With sharding every replica receives every
+trigger's events, most of them for triggers it does not own, so that cost was the largest share of a
+replica's CPU and memory. Here an event costs its JSON decoding and a dictionary lookup until the
+registry decides it matters.
+
+A re-list (after a watch expired, `410 Gone`) also reports the objects that went while no watch was
+open as deleted, which a plain list would miss.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from portico.operator.resource import GROUP, PLURAL, VERSION
+
+logger = logging.getLogger(__name__)
+
+EventHandler = Callable[[str | None, dict[str, Any]], Awaitable[None]]
+"""Receives `(event type, object)`; the type is None for an object seen by a list."""
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+"""The API server stores objects of at most 1.5 MiB; a longer line is not a watch event."""
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+@dataclass(frozen=True)
+class WatchTimings:
+    server_timeout: int = 300
+    """Seconds the API server keeps one watch request open before it ends it (and we open the next)."""
+    client_timeout: float = 330.0
+    """Seconds after which a watch request the server did not end is given up as a dead connection."""
+    page_size: int = 500
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+
+
+class ObjectQueue:
+    """Runs the handler on each object's events one at a time and in order, objects in parallel. While
+    an object's event is being handled, only the newest event that arrives for it waits: the registry
+    reconciles to the object's latest state, so the ones in between would be wasted work."""
+
+    def __init__(self, handler: EventHandler) -> None:
+        self._handler = handler
+        self._pending: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def put(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        if not uid:
+            return
+        self._pending[uid] = (event_type, obj)
+        if uid not in self._workers:
+            self._workers[uid] = asyncio.create_task(self._work(uid), name=f"jobtrigger {uid}")
+
+    async def _work(self, uid: str) -> None:
+        try:
+            while (event := self._pending.pop(uid, None)) is not None:
+                try:
+                    await self._handler(*event)
+                except Exception:
+                    meta = event[1].get("metadata") or {}
+                    logger.exception(
+                        "error handling a watch event of JobTrigger %s/%s",
+                        meta.get("namespace"),
+                        meta.get("name"),
+                    )
+        finally:
+            self._workers.pop(uid, None)
+
+    async def close(self, grace: float) -> None:
+        """Let the events being handled finish within `grace` seconds, then cancel the rest; events still
+        waiting are dropped (the next start lists the objects again)."""
+        self._pending.clear()
+        workers = list(self._workers.values())
+        if not workers:
+            return
+        _, late = await asyncio.wait(workers, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            logger.warning("%d JobTrigger events were still being handled at shutdown", len(late))
+            await asyncio.wait(late)
+
+
+class JobTriggerWatch:
+    def __init__(
+        self,
+        api: ApiClient,
+        namespaces: Sequence[str],
+        handler: EventHandler,
+        timings: WatchTimings | None = None,
+    ) -> None:
+        self._objects = CustomObjectsApi(api)
+        self._scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
+        self.timings = timings or WatchTimings()
+        self.queue = ObjectQueue(handler)
+        self._known: dict[str | None, dict[str, tuple[str, str]]] = {scope: {} for scope in self._scopes}
+        """Per scope, the objects seen and not seen go: UID to namespace and name."""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._run(scope), name=f"jobtrigger watch {scope or '*'}")
+            for scope in self._scopes
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop watching, then let the events being handled finish within `grace` seconds."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await self.queue.close(grace)
+
+    async def _run(self, scope: str | None) -> None:
+        where = f"namespace {scope}" if scope else "all namespaces"
+        version: str | None = None
+        delay = self.timings.backoff_initial
+        while True:
+            try:
+                if version is None:
+                    version = await self._list(scope)
+                version = await self._watch(scope, version)
+                delay = self.timings.backoff_initial
+            except WatchExpired:
+                version = None
+            except ApiException as exc:
+                logger.warning(
+                    "cannot watch JobTriggers in %s: %s %s%s; retrying in %.0fs",
+                    where,
+                    exc.status,
+                    exc.reason,
+                    _advice(exc.status),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.timings.backoff_max)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.warning(
+                    "the JobTrigger watch in %s broke off (%s); retrying in %.0fs",
+                    where,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.timings.backoff_max)
+
+    async def _list(self, scope: str | None) -> str:
+        """List every object (in pages), hand each to the queue, and report the ones known before but
+        gone now as deleted. Returns the version to watch from."""
+        listed: dict[str, tuple[str, str]] = {}
+        token: str | None = None
+        version = ""
+        while True:
+            page = await self._read(self._call(scope, limit=self.timings.page_size, _continue=token))
+            for obj in page.get("items") or ():
+                uid = (obj.get("metadata") or {}).get("uid")
+                if uid:
+                    listed[uid] = _identity(obj)
+                    self.queue.put(None, obj)
+            meta = page.get("metadata") or {}
+            version = meta.get("resourceVersion") or version
+            token = meta.get("continue") or None
+            if token is None:
+                break
+        known = self._known[scope]
+        for uid, (namespace, name) in known.items():
+            if uid not in listed:
+                self.queue.put("DELETED", {"metadata": {"uid": uid, "namespace": namespace, "name": name}})
+        self._known[scope] = listed
+        return version
+
+    async def _watch(self, scope: str | None, version: str) -> str:
+        """One watch request, until the server ends it. Returns the version reached."""
+        timings = self.timings
+        call = self._call(
+            scope,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timings.server_timeout,
+            _request_timeout=timings.client_timeout,
+        )
+        response = await call
+        try:
+            if response.status == 410:
+                raise WatchExpired
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=response.reason)
+            known = self._known[scope]
+            async for line in _lines(response.content):
+                version = self._dispatch(json.loads(line), known) or version
+        finally:
+            response.release()
+        return version
+
+    def _dispatch(self, event: dict[str, Any], known: dict[str, tuple[str, str]]) -> str | None:
+        """Hand one watch event on; returns the version it carries."""
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise WatchExpired
+            raise ApiException(status=obj.get("code") or 500, reason=obj.get("reason") or "watch error")
+        meta = obj.get("metadata") or {}
+        version: str | None = meta.get("resourceVersion")
+        uid = meta.get("uid")
+        if kind == "BOOKMARK" or not uid or kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return version
+        if kind == "DELETED":
+            known.pop(uid, None)
+        else:
+            known[uid] = _identity(obj)
+        self.queue.put(kind, obj)
+        return version
+
+    def _call(self, scope: str | None, **kwargs: Any) -> Awaitable[Any]:
+        options = {k: v for k, v in kwargs.items() if v is not None}
+        if scope is None:
+            return self._objects.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, _preload_content=False, **options
+            )
+        return self._objects.list_namespaced_custom_object(
+            GROUP, VERSION, scope, PLURAL, _preload_content=False, **options
+        )
+
+    @staticmethod
+    async def _read(call: Awaitable[Any]) -> dict[str, Any]:
+        response = await call
+        try:
+            data = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status <= 299:
+            raise ApiException(status=response.status, reason=response.reason)
+        result: dict[str, Any] = json.loads(data)
+        return result
+
+
+def _identity(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _advice(status: int | None) -> str:
+    if status in (401, 403):
+        return f" (the operator's service account needs get, list and watch on {PLURAL}.{GROUP})"
+    if status == 404:
+        return " (is the JobTrigger CRD installed? kubectl apply -f crds/)"
+    return ""
+
+
+async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The newline-delimited events of a watch response, at most `MAX_EVENT_BYTES` each."""
+    buffer = b""
+    async for chunk in stream.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise ValueError(f"a watch event longer than {MAX_EVENT_BYTES} bytes")
+    if buffer.strip():
+        yield buffer

@@ -1,0 +1,248 @@
+"""The JobTrigger watch: against the real API server (list, watch, per-namespace scope, deletions seen by
+a re-list), and its pure parts (per-object ordering and coalescing, line splitting, watch errors)."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from portico.operator.resource import GROUP, PLURAL, VERSION
+from portico.operator.trigger_watch import (
+    MAX_EVENT_BYTES,
+    JobTriggerWatch,
+    ObjectQueue,
+    WatchExpired,
+    WatchTimings,
+    _lines,
+)
+
+Seen = list[tuple[str | None, str, str]]
+
+
+def manifest(name: str, cron: str = "0 0 1 1 *") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JobTrigger",
+        "metadata": {"name": name},
+        "spec": {"job": {"type": "watch.test"}, "schedule": {"cron": cron}},
+    }
+
+
+def recorder(seen: Seen) -> Any:
+    async def handle(event_type: str | None, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        seen.append((event_type, meta["name"], meta["uid"]))
+
+    return handle
+
+
+async def until(condition: Any, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def create(api: Any, namespace: str, name: str) -> str:
+    obj = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, manifest(name)
+    )
+    return str(obj["metadata"]["uid"])
+
+
+async def delete(api: Any, namespace: str, name: str) -> None:
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+
+
+async def test_lists_then_watches_adds_changes_and_deletions_in_one_namespace(
+    kube_api: Any, namespace: str, control_plane: Any
+) -> None:
+    other = f"{namespace}-other"
+    control_plane.ensure_namespace(other)
+    before = await create(kube_api, namespace, "before")
+    await create(kube_api, other, "elsewhere")
+    seen: Seen = []
+    watch = JobTriggerWatch(kube_api, [namespace], recorder(seen))
+    watch.start()
+    try:
+        await until(lambda: seen)
+        assert seen == [(None, "before", before)], "an existing object comes from the list"
+        later = await create(kube_api, namespace, "later")
+        await until(lambda: ("ADDED", "later", later) in seen)
+        await client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            "later",
+            {"spec": {"suspend": True}},
+            _content_type="application/merge-patch+json",
+        )
+        await until(lambda: ("MODIFIED", "later", later) in seen)
+        await delete(kube_api, namespace, "before")
+        await until(lambda: ("DELETED", "before", before) in seen)
+        await create(kube_api, other, "elsewhere-too")
+        await create(kube_api, namespace, "last")
+        await until(lambda: any(name == "last" for _, name, _ in seen))
+        assert not any(name.startswith("elsewhere") for _, name, _ in seen), "only its own namespace"
+    finally:
+        await watch.stop(grace=5)
+
+
+async def test_a_relist_reports_what_was_deleted_while_no_watch_was_open(
+    kube_api: Any, namespace: str
+) -> None:
+    stays = await create(kube_api, namespace, "stays")
+    goes = await create(kube_api, namespace, "goes")
+    seen: Seen = []
+    watch = JobTriggerWatch(kube_api, [namespace], recorder(seen))
+    watch.start()
+    await until(lambda: len(seen) == 2)
+    await watch.stop(grace=5)
+
+    await delete(kube_api, namespace, "goes")
+    seen.clear()
+    watch.start()
+    try:
+        await until(lambda: len(seen) == 2)
+        assert sorted(seen, key=str) == sorted([(None, "stays", stays), ("DELETED", "goes", goes)], key=str)
+    finally:
+        await watch.stop(grace=5)
+
+
+async def test_lists_in_pages_and_watches_every_namespace(kube_api: Any, namespace: str) -> None:
+    uids = {await create(kube_api, namespace, f"p{i}") for i in range(7)}
+    seen: Seen = []
+    watch = JobTriggerWatch(kube_api, [], recorder(seen))
+    watch.timings = WatchTimings(page_size=3)
+    watch.start()
+    try:
+        await until(lambda: uids <= {uid for _, _, uid in seen})
+        assert all(kind is None for kind, _, uid in seen if uid in uids)
+        added = await create(kube_api, namespace, "added")
+        await until(lambda: ("ADDED", "added", added) in seen)
+    finally:
+        await watch.stop(grace=5)
+
+
+# --- pure parts ----------------------------------------------------------------------------------
+
+
+def obj(uid: str, version: str = "1") -> dict[str, Any]:
+    return {"metadata": {"uid": uid, "name": uid, "namespace": "ns", "resourceVersion": version}}
+
+
+async def test_an_objects_events_run_in_order_and_only_the_newest_waits() -> None:
+    gate = asyncio.Event()
+    handled: list[tuple[str | None, str, str]] = []
+
+    async def handle(event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        if meta["resourceVersion"] == "1":
+            await gate.wait()
+        handled.append((event_type, meta["uid"], meta["resourceVersion"]))
+
+    queue = ObjectQueue(handle)
+    queue.put(None, obj("a", "1"))
+    queue.put("MODIFIED", obj("b", "1"))
+    await asyncio.sleep(0)
+    queue.put("MODIFIED", obj("a", "2"))
+    queue.put("MODIFIED", obj("a", "3"))
+    queue.put("MODIFIED", obj("c", "5"))
+    await until(lambda: ("MODIFIED", "c", "5") in handled)
+    assert handled == [("MODIFIED", "c", "5")], "other objects do not wait for a busy one"
+    gate.set()
+    await until(lambda: len(handled) == 4)
+    assert [h for h in handled if h[1] == "a"] == [(None, "a", "1"), ("MODIFIED", "a", "3")]
+    assert len(queue) == 0
+
+
+async def test_a_failing_event_is_logged_and_the_next_one_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handled: list[str] = []
+
+    async def handle(event_type: str | None, body: dict[str, Any]) -> None:
+        if body["metadata"]["resourceVersion"] == "1":
+            raise RuntimeError("boom")
+        handled.append(body["metadata"]["resourceVersion"])
+
+    queue = ObjectQueue(handle)
+    with caplog.at_level(logging.ERROR):
+        queue.put(None, obj("a", "1"))
+        await until(lambda: len(queue) == 0)
+        queue.put("MODIFIED", obj("a", "2"))
+        await until(lambda: handled == ["2"])
+    assert "error handling a watch event of JobTrigger ns/a" in caplog.text
+
+
+async def test_close_waits_for_the_grace_then_cancels() -> None:
+    finished: list[str] = []
+
+    async def handle(event_type: str | None, body: dict[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        await asyncio.sleep(0.05 if uid == "quick" else 60)
+        finished.append(uid)
+
+    queue = ObjectQueue(handle)
+    queue.put(None, obj("quick"))
+    queue.put(None, obj("stuck"))
+    await asyncio.sleep(0)
+    queue.put("MODIFIED", obj("quick", "2"))
+    await queue.close(grace=0.5)
+    assert finished == ["quick"], "a started event finishes; one still waiting is dropped"
+    assert len(queue) == 0
+
+
+class Chunks:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def test_lines_are_joined_across_chunks_and_bounded() -> None:
+    stream: Any = Chunks(b'{"a":', b'1}\n{"b"', b":2}\n\n", b'{"c":3}')
+    assert [line async for line in _lines(stream)] == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+    huge: Any = Chunks(b"x" * (MAX_EVENT_BYTES + 1))
+    with pytest.raises(ValueError, match="longer than"):
+        [line async for line in _lines(huge)]
+
+
+async def test_watch_errors_bookmarks_and_unknown_events() -> None:
+    seen: Seen = []
+    async with client.ApiClient() as api:
+        watch = JobTriggerWatch(api, ["ns"], recorder(seen))
+    known: dict[str, tuple[str, str]] = {}
+    expired = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
+    with pytest.raises(WatchExpired):
+        watch._dispatch(expired, known)
+    with pytest.raises(ApiException) as failed:
+        watch._dispatch({"type": "ERROR", "object": {"code": 500, "reason": "InternalError"}}, known)
+    assert failed.value.status == 500
+    bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}
+    assert watch._dispatch(bookmark, known) == "42"
+    assert watch._dispatch({"type": "SOMETHING", "object": obj("x", "43")}, known) == "43"
+    assert not known and len(watch.queue) == 0
+
+
+async def test_a_watch_the_server_ends_is_reopened_from_where_it_was(kube_api: Any, namespace: str) -> None:
+    first = await create(kube_api, namespace, "first")
+    seen: Seen = []
+    watch = JobTriggerWatch(kube_api, [namespace], recorder(seen), WatchTimings(server_timeout=1))
+    watch.start()
+    try:
+        await until(lambda: seen == [(None, "first", first)])
+        await asyncio.sleep(1.5)
+        second = await create(kube_api, namespace, "second")
+        await until(lambda: ("ADDED", "second", second) in seen)
+        assert seen == [(None, "first", first), ("ADDED", "second", second)], "no second list"
+    finally:
+        await watch.stop(grace=5)
