@@ -246,3 +246,20 @@ async def test_a_watch_the_server_ends_is_reopened_from_where_it_was(kube_api: A
         assert seen == [(None, "first", first), ("ADDED", "second", second)], "no second list"
     finally:
         await watch.stop(grace=5)
+
+
+async def test_the_watch_is_held_back_while_limit_objects_are_in_hand() -> None:
+    gate = asyncio.Event()
+
+    async def handle(event_type: str | None, body: dict[str, Any]) -> None:
+        await gate.wait()
+
+    queue = ObjectQueue(handle, limit=2)
+    queue.put(None, obj("a"))
+    await asyncio.wait_for(queue.room(), timeout=1)
+    queue.put(None, obj("b"))
+    waiting = asyncio.create_task(queue.room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "two objects in hand: no room for a third"
+    gate.set()
+    await asyncio.wait_for(waiting, timeout=1)

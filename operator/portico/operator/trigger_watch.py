@@ -52,12 +52,18 @@ class WatchTimings:
 class ObjectQueue:
     """Runs the handler on each object's events one at a time and in order, objects in parallel. While
     an object's event is being handled, only the newest event that arrives for it waits: the registry
-    reconciles to the object's latest state, so the ones in between would be wasted work."""
+    reconciles to the object's latest state, so the ones in between would be wasted work.
 
-    def __init__(self, handler: EventHandler) -> None:
+    At most `limit` objects are in hand at once: past that, `room()` holds the watch back, so a burst
+    of creations waits in the API server's stream rather than as thousands of tasks in our memory."""
+
+    def __init__(self, handler: EventHandler, limit: int = 256) -> None:
         self._handler = handler
+        self._limit = limit
         self._pending: dict[str, tuple[str | None, dict[str, Any]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._room = asyncio.Event()
+        self._room.set()
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -69,6 +75,12 @@ class ObjectQueue:
         self._pending[uid] = (event_type, obj)
         if uid not in self._workers:
             self._workers[uid] = asyncio.create_task(self._work(uid), name=f"jobtrigger {uid}")
+            if len(self._workers) >= self._limit:
+                self._room.clear()
+
+    async def room(self) -> None:
+        """Until fewer than `limit` objects are in hand."""
+        await self._room.wait()
 
     async def _work(self, uid: str) -> None:
         try:
@@ -84,6 +96,8 @@ class ObjectQueue:
                     )
         finally:
             self._workers.pop(uid, None)
+            if len(self._workers) < self._limit:
+                self._room.set()
 
     async def close(self, grace: float) -> None:
         """Let the events being handled finish within `grace` seconds, then cancel the rest; events still
@@ -179,6 +193,7 @@ class JobTriggerWatch:
                 if uid:
                     listed[uid] = _identity(obj)
                     self.queue.put(None, obj)
+                    await self.queue.room()
             meta = page.get("metadata") or {}
             version = meta.get("resourceVersion") or version
             token = meta.get("continue") or None
@@ -211,6 +226,7 @@ class JobTriggerWatch:
             known = self._known[scope]
             async for line in _lines(response.content):
                 version = self._dispatch(json.loads(line), known) or version
+                await self.queue.room()
         finally:
             response.release()
         return version
