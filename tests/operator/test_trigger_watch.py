@@ -263,3 +263,57 @@ async def test_the_watch_is_held_back_while_limit_objects_are_in_hand() -> None:
     assert not waiting.done(), "two objects in hand: no room for a third"
     gate.set()
     await asyncio.wait_for(waiting, timeout=1)
+
+
+async def test_a_forbidden_watch_says_what_to_grant_and_recovers_once_granted(
+    control_plane: Any, namespace: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kubernetes_asyncio import config
+
+    kubeconfig = control_plane.service_account_kubeconfig(namespace, "watcher", tmp_path / "kubeconfig")
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    seen: Seen = []
+    async with client.ApiClient(configuration) as api:
+        watch = JobTriggerWatch(
+            api, [namespace], recorder(seen), WatchTimings(backoff_initial=0.2, backoff_max=0.4)
+        )
+        with caplog.at_level(logging.WARNING, logger="portico.operator.trigger_watch"):
+            watch.start()
+            try:
+                await until(lambda: "403" in caplog.text)
+                assert f"needs get, list and watch on {PLURAL}.{GROUP}" in caplog.text
+                assert "Bearer" not in caplog.text and "token" not in caplog.text.lower()
+                rules = [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]}]
+                control_plane.request(
+                    "POST",
+                    f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "Role",
+                        "metadata": {"name": "w"},
+                        "rules": rules,
+                    },
+                )
+                control_plane.request(
+                    "POST",
+                    f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": "w"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "w"},
+                        "subjects": [{"kind": "ServiceAccount", "name": "watcher", "namespace": namespace}],
+                    },
+                )
+                uid = await create_as_admin(control_plane, namespace, "granted")
+                await until(lambda: any(u == uid for _, _, u in seen), within=15)
+            finally:
+                await watch.stop(grace=5)
+
+
+async def create_as_admin(control_plane: Any, namespace: str, name: str) -> str:
+    obj = control_plane.request(
+        "POST", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", manifest(name)
+    )
+    return str(obj["metadata"]["uid"])

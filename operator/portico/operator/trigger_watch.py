@@ -35,7 +35,7 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
 class WatchExpired(Exception):
-    """The watch's resourceVersion is too old (410 Gone): list again."""
+    """The watch's resourceVersion or the list's continue token is too old (410 Gone): list again."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class WatchTimings:
     server_timeout: int = 300
     """Seconds the API server keeps one watch request open before it ends it (and we open the next)."""
     client_timeout: float = 330.0
-    """Seconds after which a watch request the server did not end is given up as a dead connection."""
+    """Seconds of silence (not even a bookmark) after which a watch's connection is taken for dead."""
     page_size: int = 500
+    list_timeout: float = 60.0
+    """Seconds one page of a list may take."""
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
 
@@ -155,8 +157,13 @@ class JobTriggerWatch:
             try:
                 if version is None:
                     version = await self._list(scope)
+                opened = asyncio.get_running_loop().time()
                 version = await self._watch(scope, version)
-                delay = self.timings.backoff_initial
+                if asyncio.get_running_loop().time() - opened >= 1.0:
+                    delay = self.timings.backoff_initial
+                else:  # a server or proxy that ends every watch at once must not make this loop spin
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.timings.backoff_max)
             except WatchExpired:
                 version = None
             except ApiException as exc:
@@ -187,7 +194,14 @@ class JobTriggerWatch:
         token: str | None = None
         version = ""
         while True:
-            page = await self._read(self._call(scope, limit=self.timings.page_size, _continue=token))
+            page = await self._read(
+                self._call(
+                    scope,
+                    limit=self.timings.page_size,
+                    _continue=token,
+                    _request_timeout=self.timings.list_timeout,
+                )
+            )
             for obj in page.get("items") or ():
                 uid = (obj.get("metadata") or {}).get("uid")
                 if uid:
@@ -215,7 +229,7 @@ class JobTriggerWatch:
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=timings.server_timeout,
-            _request_timeout=timings.client_timeout,
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=timings.client_timeout),
         )
         response = await call
         try:
@@ -267,6 +281,8 @@ class JobTriggerWatch:
             data = await response.read()
         finally:
             response.release()
+        if response.status == 410:  # a list's continue token expired
+            raise WatchExpired
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=response.reason)
         result: dict[str, Any] = json.loads(data)
