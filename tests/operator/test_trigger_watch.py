@@ -35,7 +35,7 @@ def manifest(name: str, cron: str = "0 0 1 1 *") -> dict[str, Any]:
 def recorder(seen: Seen) -> Any:
     async def handle(event_type: str | None, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        seen.append((event_type, meta["name"], meta["uid"]))
+        seen.append((event_type, meta.get("name", ""), meta["uid"]))
 
     return handle
 
@@ -110,7 +110,7 @@ async def test_a_relist_reports_what_was_deleted_while_no_watch_was_open(
     watch.start()
     try:
         await until(lambda: len(seen) == 2)
-        assert sorted(seen, key=str) == sorted([(None, "stays", stays), ("DELETED", "goes", goes)], key=str)
+        assert sorted(seen, key=str) == sorted([(None, "stays", stays), ("DELETED", "", goes)], key=str)
     finally:
         await watch.stop(grace=5)
 
@@ -220,7 +220,7 @@ async def test_watch_errors_bookmarks_and_unknown_events() -> None:
     seen: Seen = []
     async with client.ApiClient() as api:
         watch = JobTriggerWatch(api, ["ns"], recorder(seen))
-    known: dict[str, tuple[str, str]] = {}
+    known: set[str] = set()
     expired = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
     with pytest.raises(WatchExpired):
         watch._dispatch(expired, known)

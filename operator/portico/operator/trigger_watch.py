@@ -59,7 +59,7 @@ class ObjectQueue:
     At most `limit` objects are in hand at once: past that, `room()` holds the watch back, so a burst
     of creations waits in the API server's stream rather than as thousands of tasks in our memory."""
 
-    def __init__(self, handler: EventHandler, limit: int = 256) -> None:
+    def __init__(self, handler: EventHandler, limit: int = 64) -> None:
         self._handler = handler
         self._limit = limit
         self._pending: dict[str, tuple[str | None, dict[str, Any]]] = {}
@@ -91,11 +91,8 @@ class ObjectQueue:
                     await self._handler(*event)
                 except Exception:
                     meta = event[1].get("metadata") or {}
-                    logger.exception(
-                        "error handling a watch event of JobTrigger %s/%s",
-                        meta.get("namespace"),
-                        meta.get("name"),
-                    )
+                    name = f"{meta.get('namespace')}/{meta['name']}" if "name" in meta else f"uid {uid}"
+                    logger.exception("error handling a watch event of JobTrigger %s", name)
         finally:
             self._workers.pop(uid, None)
             if len(self._workers) < self._limit:
@@ -128,8 +125,8 @@ class JobTriggerWatch:
         self._scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.timings = timings or WatchTimings()
         self.queue = ObjectQueue(handler)
-        self._known: dict[str | None, dict[str, tuple[str, str]]] = {scope: {} for scope in self._scopes}
-        """Per scope, the objects seen and not seen go: UID to namespace and name."""
+        self._known: dict[str | None, set[str]] = {scope: set() for scope in self._scopes}
+        """Per scope, the UIDs of the objects seen and not seen go."""
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -190,7 +187,7 @@ class JobTriggerWatch:
     async def _list(self, scope: str | None) -> str:
         """List every object (in pages), hand each to the queue, and report the ones known before but
         gone now as deleted. Returns the version to watch from."""
-        listed: dict[str, tuple[str, str]] = {}
+        listed: set[str] = set()
         token: str | None = None
         version = ""
         while True:
@@ -205,7 +202,7 @@ class JobTriggerWatch:
             for obj in page.get("items") or ():
                 uid = (obj.get("metadata") or {}).get("uid")
                 if uid:
-                    listed[uid] = _identity(obj)
+                    listed.add(uid)
                     self.queue.put(None, obj)
                     await self.queue.room()
             meta = page.get("metadata") or {}
@@ -214,9 +211,8 @@ class JobTriggerWatch:
             if token is None:
                 break
         known = self._known[scope]
-        for uid, (namespace, name) in known.items():
-            if uid not in listed:
-                self.queue.put("DELETED", {"metadata": {"uid": uid, "namespace": namespace, "name": name}})
+        for uid in known - listed:
+            self.queue.put("DELETED", {"metadata": {"uid": uid}})
         self._known[scope] = listed
         return version
 
@@ -241,11 +237,12 @@ class JobTriggerWatch:
             async for line in _lines(response.content):
                 version = self._dispatch(json.loads(line), known) or version
                 await self.queue.room()
+                await asyncio.sleep(0)  # a chunk can hold hundreds of events: let timers run between them
         finally:
             response.release()
         return version
 
-    def _dispatch(self, event: dict[str, Any], known: dict[str, tuple[str, str]]) -> str | None:
+    def _dispatch(self, event: dict[str, Any], known: set[str]) -> str | None:
         """Hand one watch event on; returns the version it carries."""
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
@@ -258,9 +255,9 @@ class JobTriggerWatch:
         if kind == "BOOKMARK" or not uid or kind not in ("ADDED", "MODIFIED", "DELETED"):
             return version
         if kind == "DELETED":
-            known.pop(uid, None)
+            known.discard(uid)
         else:
-            known[uid] = _identity(obj)
+            known.add(uid)
         self.queue.put(kind, obj)
         return version
 
@@ -287,11 +284,6 @@ class JobTriggerWatch:
             raise ApiException(status=response.status, reason=response.reason)
         result: dict[str, Any] = json.loads(data)
         return result
-
-
-def _identity(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 def _advice(status: int | None) -> str:
