@@ -1,12 +1,13 @@
 """Process plumbing of the test and benchmark harness."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from portico.testing.processes import CpuLimitError, cpu_limited
+from portico.testing.processes import LOWEST_PORT, CpuLimitError, cpu_limited, ephemeral_ports, free_port
 
 
 def test_a_capped_process_sits_in_a_group_of_its_own_with_its_quota_and_leaves_it_after() -> None:
@@ -36,3 +37,21 @@ def test_a_capped_process_sits_in_a_group_of_its_own_with_its_quota_and_leaves_i
     finally:
         child.kill()
         child.wait()
+
+
+def test_free_ports_lie_outside_the_ephemeral_range_are_bindable_and_never_repeat() -> None:
+    low, high = ephemeral_ports()
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    outside = [p for p in ports if not low <= p <= high and p >= LOWEST_PORT]
+    assert outside == ports, "an outgoing connection could take a port in the ephemeral range"
+    for port in ports[:5]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel_file(tmp_path: Path) -> None:
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("20000\t40000\n")
+    assert ephemeral_ports(str(ranges)) == (20000, 40000)
+    assert ephemeral_ports(str(tmp_path / "missing")) == (32768, 60999)

@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -20,11 +21,40 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 """The line a server of ours prints once it is bound (`queue service listening on http://...`)."""
 
 
+LOWEST_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections (Linux's default if unreadable)."""
+    try:
+        low, high = (int(part) for part in Path(path).read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free now, for a server started next. It lies outside the ephemeral range, so no
+    outgoing connection can take it between this check and the server's bind (a port from `bind(0)`
+    could, and the server then failed with "address already in use"), and it is never handed out twice
+    in one process."""
+    low, high = ephemeral_ports()
+    ranges = [r for r in (range(LOWEST_PORT, low), range(high + 1, 65536)) if len(r) > 0]
+    choose = random.SystemRandom()
+    for _ in range(200):
+        port = choose.choice(choose.choice(ranges)) if ranges else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            bound: int = s.getsockname()[1]
+        _handed_out.add(bound)
+        return bound
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 def die_with_parent() -> None:
