@@ -5,6 +5,7 @@ a cluster-wide operator) cannot disturb the rest of the suite's shared control p
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,9 @@ import yaml
 
 from portico.testing.control_plane import ControlPlane
 from tests.conftest import REPO_ROOT, Kubectl
+
+FORBIDDEN = re.compile(r"(?<![,.:])\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+"""A refusal in the operator's log; `,403` or `.403` is a timestamp's milliseconds, not a status."""
 
 CHART_DIR = REPO_ROOT / "helm" / "portico-triggers"
 QUEUE_URL = "http://queue.jobs.svc:8000"

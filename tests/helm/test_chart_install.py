@@ -8,7 +8,6 @@ the CRD established. The operator runs as a local process instead, authenticated
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import yaml
 
 from portico.testing.control_plane import ControlPlane
 from tests.conftest import Kubectl
-from tests.helm.conftest import CHART_DIR, Helm, set_args
+from tests.helm.conftest import CHART_DIR, FORBIDDEN, Helm, set_args
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +29,6 @@ RELEASE_NS = "portico-system"
 SA = "portico-portico-triggers-operator"
 FAR_FUTURE = {"cron": "0 0 1 1 *"}
 # Kopf words a refused watch as "Not enough permissions" and carries on with less: that counts too.
-FORBIDDEN = re.compile(r"(?<![,.:])\b403\b|forbidden|not enough permissions", re.IGNORECASE)
-"""A refusal in the operator's log; `,403` is a timestamp's milliseconds, not a status."""
 
 
 def manifest_objects(helm: Helm, release: str, namespace: str) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES_DIR, NO_PASSWD_UID, Kubectl, QueueServiceProcess
 from tests.e2e.conftest import list_jobs, status_of, trigger_manifest, wait_for
-from tests.helm.conftest import CHART_DIR, Helm, deployment_args, set_args
+from tests.helm.conftest import CHART_DIR, FORBIDDEN, Helm, deployment_args, set_args
 from tests.image.conftest import Containers, Docker, http_get, wait_http
 
 from portico import __version__
@@ -169,7 +169,7 @@ def test_operator_creates_jobs_answers_probes_and_stops_on_sigterm(
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(entry["message"] == "operator stopped" for entry in lines), log[-4000:]
     assert "Traceback" not in log and "getpwuid" not in log, log[-4000:]
-    assert not re.search(r"\b403\b|forbidden", log, re.IGNORECASE), log[-4000:]
+    assert not FORBIDDEN.search(log), log[-4000:]
     kubectl("delete", "jt", "tick", "--wait=false")
 
 
