@@ -266,7 +266,7 @@ async def test_the_watch_is_held_back_while_limit_objects_are_in_hand() -> None:
 
 
 async def test_a_forbidden_watch_says_what_to_grant_and_recovers_once_granted(
-    control_plane: Any, namespace: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+    control_plane: Any, kube_api: Any, namespace: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     from kubernetes_asyncio import config
 
@@ -306,14 +306,7 @@ async def test_a_forbidden_watch_says_what_to_grant_and_recovers_once_granted(
                         "subjects": [{"kind": "ServiceAccount", "name": "watcher", "namespace": namespace}],
                     },
                 )
-                uid = await create_as_admin(control_plane, namespace, "granted")
+                uid = await create(kube_api, namespace, "granted")
                 await until(lambda: any(u == uid for _, _, u in seen), within=15)
             finally:
                 await watch.stop(grace=5)
-
-
-async def create_as_admin(control_plane: Any, namespace: str, name: str) -> str:
-    obj = control_plane.request(
-        "POST", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", manifest(name)
-    )
-    return str(obj["metadata"]["uid"])

@@ -4,11 +4,12 @@ kubernetes-asyncio client. Kopf does the watching; these are the writes and read
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -277,3 +278,17 @@ class _NamespacedSecrets(SecretResolver):
 
     def get(self, ref: SecretRef) -> str:
         return self.cache.get(self.namespace, ref)
+
+
+async def read_json(call: Awaitable[Any]) -> dict[str, Any]:
+    """The body of an API call made with `_preload_content=False`; a status outside 2xx raises
+    `ApiException` as the client would."""
+    response = await call
+    try:
+        data = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        raise ApiException(status=response.status, reason=response.reason)
+    result: dict[str, Any] = json.loads(data)
+    return result

@@ -23,7 +23,9 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from portico.operator.kube import read_json
 from portico.operator.resource import GROUP, PLURAL, VERSION
+from portico.sources.common.backoff import SharedBackoff
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ class JobTriggerWatch:
     async def _run(self, scope: str | None) -> None:
         where = f"namespace {scope}" if scope else "all namespaces"
         version: str | None = None
-        delay = self.timings.backoff_initial
+        backoff = SharedBackoff(self.timings.backoff_initial, self.timings.backoff_max)
         while True:
             try:
                 if version is None:
@@ -157,13 +159,13 @@ class JobTriggerWatch:
                 opened = asyncio.get_running_loop().time()
                 version = await self._watch(scope, version)
                 if asyncio.get_running_loop().time() - opened >= 1.0:
-                    delay = self.timings.backoff_initial
+                    backoff.succeeded()
                 else:  # a server or proxy that ends every watch at once must not make this loop spin
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.timings.backoff_max)
+                    await asyncio.sleep(backoff.failed())
             except WatchExpired:
                 version = None
             except ApiException as exc:
+                delay = backoff.failed()
                 logger.warning(
                     "cannot watch JobTriggers in %s: %s %s%s; retrying in %.0fs",
                     where,
@@ -173,8 +175,8 @@ class JobTriggerWatch:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.timings.backoff_max)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                delay = backoff.failed()
                 logger.warning(
                     "the JobTrigger watch in %s broke off (%s); retrying in %.0fs",
                     where,
@@ -182,7 +184,6 @@ class JobTriggerWatch:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.timings.backoff_max)
 
     async def _list(self, scope: str | None) -> str:
         """List every object (in pages), hand each to the queue, and report the ones known before but
@@ -191,14 +192,18 @@ class JobTriggerWatch:
         token: str | None = None
         version = ""
         while True:
-            page = await self._read(
-                self._call(
-                    scope,
-                    limit=self.timings.page_size,
-                    _continue=token,
-                    _request_timeout=self.timings.list_timeout,
-                )
+            call = self._call(
+                scope,
+                limit=self.timings.page_size,
+                _continue=token,
+                _request_timeout=self.timings.list_timeout,
             )
+            try:
+                page = await read_json(call)
+            except ApiException as exc:
+                if exc.status == 410:  # the continue token expired
+                    raise WatchExpired from None
+                raise
             for obj in page.get("items") or ():
                 uid = (obj.get("metadata") or {}).get("uid")
                 if uid:
@@ -270,20 +275,6 @@ class JobTriggerWatch:
         return self._objects.list_namespaced_custom_object(
             GROUP, VERSION, scope, PLURAL, _preload_content=False, **options
         )
-
-    @staticmethod
-    async def _read(call: Awaitable[Any]) -> dict[str, Any]:
-        response = await call
-        try:
-            data = await response.read()
-        finally:
-            response.release()
-        if response.status == 410:  # a list's continue token expired
-            raise WatchExpired
-        if not 200 <= response.status <= 299:
-            raise ApiException(status=response.status, reason=response.reason)
-        result: dict[str, Any] = json.loads(data)
-        return result
 
 
 def _advice(status: int | None) -> str:

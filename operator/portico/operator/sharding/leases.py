@@ -9,15 +9,15 @@ per retry period, and building the models of 30-odd Leases took about 20 ms of t
 time the trigger loop could not run.
 """
 
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from portico.operator.kube import read_json
 
 LEASE_SET_LABEL = "triggers.portico.dev/lease-set"
 
@@ -61,7 +61,7 @@ class KubeLeaseStore(LeaseStore):
         self.lease_set = lease_set
 
     async def list(self) -> list[LeaseRecord]:
-        leases = await _json(
+        leases = await read_json(
             self.coordination.list_namespaced_lease(
                 self.namespace, label_selector=f"{LEASE_SET_LABEL}={self.lease_set}", _preload_content=False
             )
@@ -104,7 +104,7 @@ class KubeLeaseStore(LeaseStore):
                 call = self.coordination.replace_namespaced_lease(
                     name, self.namespace, body, _preload_content=False
                 )
-            lease = await _json(call)
+            lease = await read_json(call)
         except ApiException as exc:
             if exc.status == 409:
                 raise LeaseConflict(name) from None
@@ -123,17 +123,3 @@ class KubeLeaseStore(LeaseStore):
             transitions=int(spec.get("leaseTransitions") or 0),
             version=meta["resourceVersion"],
         )
-
-
-async def _json(call: Awaitable[Any]) -> dict[str, Any]:
-    """The body of an API call made with `_preload_content=False`; a status outside 2xx raises
-    `ApiException` as the client would."""
-    response = await call
-    try:
-        data = await response.read()
-    finally:
-        response.release()
-    if not 200 <= response.status <= 299:
-        raise ApiException(status=response.status, reason=response.reason)
-    result: dict[str, Any] = json.loads(data)
-    return result
