@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.cluster.conftest import image_values
-from tests.cluster.node import Node
+from tests.cluster.node import Node, NodeError
 from tests.conftest import Kubectl
 from tests.e2e.conftest import trigger_manifest, wait_for
 from tests.helm.conftest import CHART_DIR, Helm, set_args
@@ -60,10 +60,28 @@ class Release:
         svc = self.system.json("get", "service", name)
         return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
 
+    def http(
+        self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """A request to a Service address from the node.
+
+        A Pod turns Ready before kube-proxy has written its Service's rules, and until then a connection
+        to the Service address is refused: that is retried for up to 30 s, as a client behind a Service
+        would retry it.
+        """
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return self.node.http(method, url, body, headers)
+            except NodeError as exc:
+                if "Connection refused" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def jobs(self, **filters: str) -> list[dict[str, Any]]:
         """Every job in the queue-service Pod's database, through its Service."""
         query = "&".join(f"{k}={v}" for k, v in {**filters, "limit": "500"}.items())
-        status, page = self.node.http(
+        status, page = self.http(
             "GET",
             f"{self.service_url(QUEUE)}/v1/jobs?{query}",
             headers={"Authorization": f"Bearer {self.token}"},
@@ -223,14 +241,14 @@ def test_signed_github_delivery_through_the_service_is_one_job(release: Release)
     body, headers = github_delivery(signing_key, "push", {"ref": "refs/heads/main", "after": "abc123"})
     # Both replicas serve webhooks once their trigger runs; the Service may pick either.
     status, answer = wait_for(
-        lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
+        lambda: (r := release.http("POST", url, body, headers))[0] != 404 and r,
         timeout=60,
         message="not 404",
     )
     assert status == 202, answer
     # A replica that has not loaded the trigger yet answers 404 (and creates nothing).
     again, answer2 = wait_for(
-        lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
+        lambda: (r := release.http("POST", url, body, headers))[0] != 404 and r,
         timeout=60,
         message="redelivery not 404",
     )
@@ -325,7 +343,7 @@ def test_the_release_example_runs_a_kubernetes_job_to_completion(release: Releas
         signing_key, "release", {"action": "published", "release": {"tag_name": "v1.2.3"}}
     )
     status, answer = wait_for(
-        lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
+        lambda: (r := release.http("POST", url, body, headers))[0] != 404 and r,
         timeout=60,
         message="not 404",
     )
@@ -345,7 +363,7 @@ def test_the_release_example_runs_a_kubernetes_job_to_completion(release: Releas
     logs = release.apps("logs", f"job/{job_name}").stdout
     assert 'deploying "tag_name":"v1.2.3"' in logs, logs
     again, answer2 = wait_for(
-        lambda: (r := release.node.http("POST", url, body, headers))[0] != 404 and r,
+        lambda: (r := release.http("POST", url, body, headers))[0] != 404 and r,
         timeout=60,
         message="redelivery not 404",
     )
