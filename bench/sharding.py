@@ -44,6 +44,7 @@ from portico.operator.sharding.shard_map import shard_of
 from portico.testing.control_plane import ControlPlane, find_binaries
 from portico.testing.fleet import (
     create_all,
+    delete_all,
     install_crds,
     lateness_ms,
     list_jobs,
@@ -218,6 +219,12 @@ async def one_size(
         with limit:
             await fleet.settled(120)
             out["baseline_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
+            if args.warm_up:
+                await create_all(custom, namespace, [schedule_manifest(f"w{i:04d}") for i in range(args.warm_up)])
+                await wait_all_running(custom, namespace, args.warm_up, args.timeout)
+                await delete_all(custom, namespace, args.timeout)
+                await asyncio.sleep(5)
+                out["warm_baseline_mb"] = {n: rss_mb(p.pid) for n, p in fleet.procs.items()}
             cpu0 = cpu_split(cp, fleet)
             t0 = time.monotonic()
             await create_all(custom, namespace, [schedule_manifest(f"t{i:05d}") for i in range(args.count)])
@@ -313,7 +320,8 @@ async def run(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> None
                     emit("cpu_seconds_until_all_running", used, process=name, **n)
                 for name, peak in sorted(r["peak_rss_mb"].items()):
                     base = round(r["baseline_mb"][name], 1)
-                    emit("replica_peak_rss_mb", peak, replica=name, baseline_mb=base, **n)
+                    warm = {"warm_baseline_mb": round(r["warm_baseline_mb"][name], 1)} if "warm_baseline_mb" in r else {}
+                    emit("replica_peak_rss_mb", peak, replica=name, baseline_mb=base, **warm, **n)
                     emit("replica_settled_rss_mb", r["rss_mb"][name], replica=name, baseline_mb=base, **n)
                 p50, p99, samples = r["lateness"]
                 emit("fire_lateness_p99_ms", p99, p50_ms=round(p50, 3), samples=samples, goal_ms=10, **n)
@@ -353,6 +361,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--probes", type=int, default=16)
+    parser.add_argument("--warm-up", type=int, default=0)
     parser.add_argument("--lateness-seconds", type=float, default=30)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--lease-duration", type=float, default=15)

@@ -2,6 +2,7 @@
 tests of the registry and its parts (the real sources and API server are exercised in tests/e2e)."""
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -138,13 +139,24 @@ class Finalizers(FinalizerWriter):
 
     def __init__(self, after: ObjectStatus | None = None) -> None:
         self.writes: list[tuple[list[str], str]] = []
+        self.labels: list[dict[str, str]] = []
+        """The labels of each write that set any, finalizer writes and label-only writes alike."""
         self.after = after
 
     async def set_finalizers(
-        self, ref: TriggerRef, finalizers: list[str], resource_version: str
+        self,
+        ref: TriggerRef,
+        finalizers: list[str],
+        resource_version: str,
+        labels: Mapping[str, str] | None = None,
     ) -> ObjectStatus | None:
         self.writes.append((finalizers, resource_version))
+        if labels:
+            self.labels.append(dict(labels))
         return self.after
+
+    async def set_labels(self, ref: TriggerRef, labels: Mapping[str, str]) -> None:
+        self.labels.append(dict(labels))
 
 
 def resource(

@@ -1,5 +1,6 @@
-"""The operator's wiring of shard changes to the registry (`run_shards`)."""
+"""The operator's wiring of shard changes to the registry and the JobTrigger watch (`run_shards`)."""
 
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,12 +11,27 @@ from portico.operator.resource import FINALIZER
 from tests.operator.fakes import Finalizers, body
 
 
-def sharded(registry: Any) -> tuple[set[str], Any]:
+class ShardStreams:
+    """The watch's side of a shard change: which shards it watches, and what their streams showed."""
+
+    def __init__(self) -> None:
+        self.watched: set[int] = set()
+        self.shown: set[str] = set()
+
+    def watch_shards(self, shards: Iterable[int]) -> None:
+        self.watched.update(shards)
+
+    async def unwatch_shards(self, shards: Iterable[int]) -> set[str]:
+        self.watched.difference_update(shards)
+        return set(self.shown)
+
+
+def sharded(registry: Any, streams: ShardStreams | None = None) -> tuple[set[str], Any]:
     owned: set[str] = set()
     registry._owner = owned.__contains__
     registry.finalizers = Finalizers()
     coordinator: Any = SimpleNamespace(shard_of=lambda uid: 3)
-    run_shards(coordinator, registry)
+    run_shards(coordinator, registry, streams or ShardStreams())
     return owned, coordinator
 
 
@@ -24,16 +40,18 @@ async def test_a_shard_that_arrives_starts_the_triggers_only_watched_until_then_
     env: Any,
 ) -> None:
     registry, source, *_ = env
-    owned, coordinator = sharded(registry)
+    streams = ShardStreams()
+    owned, coordinator = sharded(registry, streams)
     await registry.observe("ADDED", body())
     assert registry.managed() == []
     owned.add("uid-1")
     await coordinator.on_acquired(frozenset({3}))
-    assert source.built[-1].is_running
+    assert source.built[-1].is_running and streams.watched == {3}
+    streams.shown = {"uid-1"}
     await coordinator.on_released(frozenset({3}))
     owned.discard("uid-1")
-    assert not source.built[-1].is_running and registry.managed() == []
-    assert registry.known_uids() == {"uid-1"}
+    assert not source.built[-1].is_running and registry.managed() == [] and streams.watched == set()
+    assert registry.known_uids() == {"uid-1"}, "handed over until its shard comes back"
 
 
 @pytest.mark.looptime

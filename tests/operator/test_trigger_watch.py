@@ -15,6 +15,7 @@ from portico.operator.trigger_watch import (
     MAX_EVENT_BYTES,
     JobTriggerWatch,
     ObjectQueue,
+    Stream,
     WatchExpired,
     WatchTimings,
     _lines,
@@ -220,17 +221,17 @@ async def test_watch_errors_bookmarks_and_unknown_events() -> None:
     seen: Seen = []
     async with client.ApiClient() as api:
         watch = JobTriggerWatch(api, ["ns"], recorder(seen))
-    known: set[str] = set()
+    stream = Stream("ns")
     expired = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
     with pytest.raises(WatchExpired):
-        watch._dispatch(expired, known)
+        watch._dispatch(stream, expired)
     with pytest.raises(ApiException) as failed:
-        watch._dispatch({"type": "ERROR", "object": {"code": 500, "reason": "InternalError"}}, known)
+        watch._dispatch(stream, {"type": "ERROR", "object": {"code": 500, "reason": "InternalError"}})
     assert failed.value.status == 500
     bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}
-    assert watch._dispatch(bookmark, known) == "42"
-    assert watch._dispatch({"type": "SOMETHING", "object": obj("x", "43")}, known) == "43"
-    assert not known and len(watch.queue) == 0
+    assert watch._dispatch(stream, bookmark) == "42"
+    assert watch._dispatch(stream, {"type": "SOMETHING", "object": obj("x", "43")}) == "43"
+    assert not watch._homes and len(watch.queue) == 0
 
 
 async def test_a_watch_the_server_ends_is_reopened_from_where_it_was(kube_api: Any, namespace: str) -> None:

@@ -1,5 +1,5 @@
-"""The operator's own Kubernetes API calls (status patches, Events, Secrets), over one shared
-kubernetes-asyncio client. Kopf does the watching; these are the writes and reads around it."""
+"""The operator's own Kubernetes API calls (status patches, finalizers and labels, Events, Secrets),
+over one shared kubernetes-asyncio client. The JobTrigger watch is `trigger_watch`."""
 
 import asyncio
 import base64
@@ -36,8 +36,15 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
         """Names the replica in `managedFields` of the status it writes (who wrote what, per replica)."""
 
     async def set_finalizers(
-        self, ref: TriggerRef, finalizers: list[str], resource_version: str
+        self,
+        ref: TriggerRef,
+        finalizers: list[str],
+        resource_version: str,
+        labels: Mapping[str, str] | None = None,
     ) -> ObjectStatus | None:
+        metadata: dict[str, Any] = {"finalizers": finalizers, "resourceVersion": resource_version}
+        if labels:
+            metadata["labels"] = dict(labels)
         try:
             obj = await self.custom.patch_namespaced_custom_object(
                 GROUP,
@@ -45,7 +52,7 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
                 ref.namespace,
                 PLURAL,
                 ref.name,
-                {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+                {"metadata": metadata},
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
@@ -54,6 +61,21 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
                 return None
             raise
         return ObjectStatus(obj.get("status") or {}, obj["metadata"]["resourceVersion"])
+
+    async def set_labels(self, ref: TriggerRef, labels: Mapping[str, str]) -> None:
+        try:
+            await self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                {"metadata": {"labels": dict(labels)}},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def patch_status(
         self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None

@@ -67,9 +67,13 @@ async def operate(
         leading=not settings.leader_election and not settings.shards,
         targets=create_targets(settings.queue_url, api),
         owner=shards.owns_uid if shards is not None else None,
+        shards=settings.shards or None,
+    )
+    trigger_watch = JobTriggerWatch(
+        api, settings.namespaces, triggers.observe, shards=settings.shards or None
     )
     if shards is not None:
-        run_shards(shards, triggers)
+        run_shards(shards, triggers, trigger_watch)
     elector = None
     if settings.leader_election and shards is None:
         elector = LeaderElector(
@@ -85,7 +89,6 @@ async def operate(
             on_started_leading=lambda: triggers.set_leading(True),
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
-    trigger_watch = JobTriggerWatch(api, settings.namespaces, triggers.observe)
     collector = TriggerCollector(triggers, status_writer, events, elector, shards)
     metrics = MetricsServer(settings.metrics_host, settings.metrics_port, collector)
     kopf_registry = kopf.OperatorRegistry()
@@ -169,19 +172,22 @@ def shard_coordinator(settings: OperatorSettings, api: ApiClient) -> ShardCoordi
     )
 
 
-def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry) -> None:
-    """Gaining a shard starts its triggers; losing one stops them and flushes their status first (on
-    this, the main loop, while the coordinator waits on the lease thread)."""
+def run_shards(coordinator: ShardCoordinator, triggers: TriggerRegistry, watch: JobTriggerWatch) -> None:
+    """Gaining a shard watches its triggers and starts them; losing one stops them and flushes their
+    status first, then stops watching them (on this, the main loop, while the coordinator waits on the
+    lease thread)."""
     main = asyncio.get_running_loop()
 
     def uids(shards: frozenset[int]) -> set[str]:
         return {uid for uid in triggers.known_uids() if coordinator.shard_of(uid) in shards}
 
     async def acquired(shards: frozenset[int]) -> None:
+        watch.watch_shards(shards)
         await triggers.take_over(uids(shards))
 
     async def released(shards: frozenset[int]) -> None:
         await triggers.hand_over(uids(shards))
+        await triggers.forget(await watch.unwatch_shards(shards))
 
     coordinator.on_acquired = on_loop(main, acquired)
     coordinator.on_released = on_loop(main, released)

@@ -27,6 +27,8 @@ from portico.operator.projection import (
 from portico.operator.resource import FINALIZER, Resource
 from portico.operator.retry import RetryPolicy, RetryTimer
 from portico.operator.secret_watch import SecretWatch
+from portico.operator.sharding.routes import SHARD_LABEL, UNROUTED, label_value, route_of
+from portico.operator.sharding.shard_map import shard_of
 from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
 from portico.operator.watched import WatchedTriggers, source_name
@@ -53,6 +55,7 @@ class TriggerRegistry:
         leading: bool = True,
         targets: Mapping[str, JobTarget[Any]] | None = None,
         owner: Callable[[str], bool] | None = None,
+        shards: int | None = None,
     ) -> None:
         self.targets = dict(targets) if targets is not None else create_targets()
         self.finalizers = finalizers
@@ -65,6 +68,8 @@ class TriggerRegistry:
         self.stop_timeout = stop_timeout
         self._owner = owner
         """With sharding: whether this replica owns a trigger (by UID). Without: `leading` decides."""
+        self.shards = shards
+        """With sharding: the number of shards, which the shard label names (see `sharding.routes`)."""
         self._handing_over: set[str] = set()
         self._unfinalized: dict[str, Resource] = {}
         """Deleted objects whose finalizer waits for their owner (a shard's next owner releases it)."""
@@ -96,9 +101,10 @@ class TriggerRegistry:
         return [m for m in self._triggers.values() if m.running]
 
     def known_uids(self) -> set[str]:
-        """Every JobTrigger this replica has seen and not seen go: managed, only watched, or deleted
-        and waiting for its owner to release the finalizer."""
-        return {*self._triggers, *self._watched, *self._unfinalized}
+        """Every JobTrigger this replica has seen and not seen go: managed, only watched, deleted and
+        waiting for its owner to release the finalizer, or handed over and not to start here until its
+        shard comes back."""
+        return {*self._triggers, *self._watched, *self._unfinalized, *self._handing_over}
 
     # --- ownership (leader or shard) -------------------------------------------------------------
 
@@ -174,7 +180,25 @@ class TriggerRegistry:
             self._triggers.pop(managed.uid, None)
             self.status_writer.untrack(managed.uid)
             self.events.forget(managed.ref)
-            self._watched.keep(managed.resource)
+            self._remember(managed.resource)
+
+    async def forget(self, uids: Collection[str]) -> None:
+        """No watch of this replica shows these triggers any more (it gave their shard up): drop them.
+        They stay handed over, so a late event cannot start one before the shard comes back."""
+        for uid in uids:
+            self._watched.discard(uid)
+            managed = self._triggers.get(uid)
+            if managed is not None and not (self.owns(uid) and uid not in self._handing_over):
+                await self.remove(uid)
+
+    def _remember(self, resource: Resource) -> None:
+        """Keep the object of a trigger this replica only watches, so that it can start it at once when
+        it takes the trigger's shard. With shard labels only unrouted ones are kept: the watch of a
+        labelled trigger's shard lists it for whoever takes the shard."""
+        if self.shards is not None and route_of(resource.labels, self.shards) != UNROUTED:
+            self._watched.discard(resource.ref.uid)
+        else:
+            self._watched.keep(resource)
 
     # --- watch events ----------------------------------------------------------------------------
 
@@ -190,8 +214,10 @@ class TriggerRegistry:
             return
         resource = Resource.from_body(body)
         deleting = bool(body.get("metadata", {}).get("deletionTimestamp"))
+        if not deleting and not self.owns(uid):
+            await self._correct_label(resource)
         if not deleting and self._only_watches(resource):
-            self._watched.keep(resource)
+            self._remember(resource)
             return
         self._watched.discard(uid)
         if deleting:
@@ -213,12 +239,41 @@ class TriggerRegistry:
         source = source_name(resource.spec, self.sources)
         return source is None or self.sources[source].single_active
 
+    def _shard_label(self, resource: Resource) -> dict[str, str] | None:
+        """The shard label the trigger should carry, with sharding."""
+        if self.shards is None:
+            return None
+        source = source_name(resource.spec, self.sources)
+        everywhere = source is not None and not self.sources[source].single_active
+        shard = shard_of(resource.ref.uid, self.shards)
+        return {SHARD_LABEL: label_value(shard, everywhere=everywhere)}
+
+    async def _correct_label(self, resource: Resource) -> None:
+        """A replica that is not the trigger's owner received it under the wrong shard number (only that
+        shard's holder sees it): write the right label, which moves it to the watch of its owner."""
+        wanted = self._shard_label(resource)
+        if wanted is None or self.shards is None or self.finalizers is None:
+            return
+        current = resource.labels.get(SHARD_LABEL)
+        if not isinstance(route_of(resource.labels, self.shards), int) or current == wanted[SHARD_LABEL]:
+            return
+        logger.info(
+            "JobTrigger %s carried %s=%s; its shard is %s",
+            resource.ref,
+            SHARD_LABEL,
+            current,
+            wanted[SHARD_LABEL],
+        )
+        await self.finalizers.set_labels(resource.ref, wanted)
+
     async def _set_finalizer(self, resource: Resource, *, present: bool) -> Resource:
-        """As the owner, add or release our finalizer. The status writer learns the version the write
-        left, so the trigger's next status write does not carry an older one and conflict."""
+        """As the owner, add or release our finalizer; with sharding, the shard label goes with it. The
+        status writer learns the version the write left, so the trigger's next status write does not
+        carry an older one and conflict."""
         if not self.owns(resource.ref.uid) or self.finalizers is None:
             return resource
-        written = await set_finalizer(self.finalizers, resource, present=present)
+        labels = self._shard_label(resource) if present else None
+        written = await set_finalizer(self.finalizers, resource, present=present, labels=labels)
         if written is not resource:
             self.status_writer.observe(written.ref.uid, written.status, written.resource_version)
         return written

@@ -39,6 +39,7 @@ class Resource:
     generation: int
     spec: Mapping[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
     status: Mapping[str, Any] = field(default_factory=dict)
     resource_version: str | None = None
     finalizers: tuple[str, ...] = ()
@@ -52,6 +53,7 @@ class Resource:
             generation=int(meta.get("generation", 0)),
             spec=dict(body.get("spec") or {}),
             annotations=dict(meta.get("annotations") or {}),
+            labels=dict(meta.get("labels") or {}),
             status=dict(body.get("status") or {}),
             resource_version=meta.get("resourceVersion"),
             finalizers=tuple(meta.get("finalizers") or ()),

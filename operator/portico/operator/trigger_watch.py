@@ -15,7 +15,7 @@ open as deleted, which a plain list would miss.
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.kube import read_json
 from portico.operator.resource import GROUP, PLURAL, VERSION
+from portico.operator.sharding.routes import EVERYWHERE, UNROUTED, Route, route_of, selector
 from portico.sources.common.backoff import SharedBackoff
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class WatchTimings:
     """Seconds one page of a list may take."""
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
+    settle_timeout: float = 30.0
+    """Seconds to wait for the events of a given-up shard still being handled."""
 
 
 class ObjectQueue:
@@ -100,6 +103,17 @@ class ObjectQueue:
             if len(self._workers) < self._limit:
                 self._room.set()
 
+    async def settle(self, uids: set[str], grace: float) -> None:
+        """Drop the waiting events of these objects and wait up to `grace` seconds for the ones being
+        handled."""
+        for uid in uids:
+            self._pending.pop(uid, None)
+        workers = [task for uid, task in self._workers.items() if uid in uids]
+        if workers:
+            _, late = await asyncio.wait(workers, timeout=grace)
+            if late:
+                logger.warning("%d JobTrigger events of given-up shards still being handled", len(late))
+
     async def close(self, grace: float) -> None:
         """Let the events being handled finish within `grace` seconds, then cancel the rest; events still
         waiting are dropped (the next start lists the objects again)."""
@@ -115,49 +129,110 @@ class ObjectQueue:
             await asyncio.wait(late)
 
 
+@dataclass(frozen=True)
+class Stream:
+    """One list-and-watch: a scope (a namespace, or None for all) and, with sharding, a route whose label
+    selector the API server applies (None: every JobTrigger of the scope)."""
+
+    scope: str | None
+    route: Route | None = None
+
+    def describe(self) -> str:
+        where = f"namespace {self.scope}" if self.scope else "all namespaces"
+        if self.route is None:
+            return where
+        if self.route == EVERYWHERE:
+            return f"{where}, served by every replica"
+        if self.route == UNROUTED:
+            return f"{where}, not labelled with a shard yet"
+        return f"{where}, shard {self.route}"
+
+
 class JobTriggerWatch:
+    """Without sharding, one stream per scope. With `shards`, per scope: the triggers every replica
+    serves, the unrouted ones, and one stream per shard this replica holds (`watch_shards`), each
+    filtered by the API server on the shard label (see `sharding.routes`).
+
+    A trigger whose label changes leaves one stream (as a DELETED event carrying its new labels) and
+    enters another: each object has one home stream, and a deletion reaches the registry only from its
+    home, only when the object did not move to another of our streams."""
+
     def __init__(
         self,
         api: ApiClient,
         namespaces: Sequence[str],
         handler: EventHandler,
         timings: WatchTimings | None = None,
+        *,
+        shards: int | None = None,
     ) -> None:
         self._objects = CustomObjectsApi(api)
         self._scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.timings = timings or WatchTimings()
+        self.shards = shards
         self.queue = ObjectQueue(handler)
-        self._known: dict[str | None, set[str]] = {scope: set() for scope in self._scopes}
-        """Per scope, the UIDs of the objects seen and not seen go."""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._homes: dict[str, Stream] = {}
+        """Per object seen and not seen go, the stream that last showed it."""
+        self._tasks: dict[Stream, asyncio.Task[None]] = {}
+        self._stopped = False
 
     def start(self) -> None:
-        if self._tasks:
+        self._stopped = False
+        routes: list[Route | None] = [None] if self.shards is None else [EVERYWHERE, UNROUTED]
+        for scope in self._scopes:
+            for route in routes:
+                self._open(Stream(scope, route))
+
+    def watch_shards(self, shards: Iterable[int]) -> None:
+        """Start the streams of shards this replica now holds; their lists hand every trigger on."""
+        for scope in self._scopes:
+            for shard in shards:
+                self._open(Stream(scope, shard))
+
+    async def unwatch_shards(self, shards: Iterable[int]) -> set[str]:
+        """Stop the streams of shards this replica gave up, drop their events still waiting, and wait
+        for the ones being handled. Returns the UIDs those streams showed, which the registry forgets."""
+        wanted = set(shards)
+        streams = {stream for stream in self._tasks if stream.route in wanted}
+        tasks = [self._tasks.pop(stream) for stream in streams]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        gone = {uid for uid, home in self._homes.items() if home in streams}
+        for uid in gone:
+            del self._homes[uid]
+        await self.queue.settle(gone, self.timings.settle_timeout)
+        return gone
+
+    def _open(self, stream: Stream) -> None:
+        if self._stopped or stream in self._tasks:
             return
-        self._tasks = [
-            asyncio.create_task(self._run(scope), name=f"jobtrigger watch {scope or '*'}")
-            for scope in self._scopes
-        ]
+        self._tasks[stream] = asyncio.create_task(
+            self._run(stream), name=f"jobtrigger watch {stream.describe()}"
+        )
 
     async def stop(self, grace: float) -> None:
         """Stop watching, then let the events being handled finish within `grace` seconds."""
-        tasks, self._tasks = self._tasks, []
+        self._stopped = True
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
         await self.queue.close(grace)
 
-    async def _run(self, scope: str | None) -> None:
-        where = f"namespace {scope}" if scope else "all namespaces"
+    async def _run(self, stream: Stream) -> None:
+        where = stream.describe()
         version: str | None = None
         backoff = SharedBackoff(self.timings.backoff_initial, self.timings.backoff_max)
         while True:
             try:
                 if version is None:
-                    version = await self._list(scope)
+                    version = await self._list(stream)
                 opened = asyncio.get_running_loop().time()
-                version = await self._watch(scope, version)
+                version = await self._watch(stream, version)
                 if asyncio.get_running_loop().time() - opened >= 1.0:
                     backoff.succeeded()
                 else:  # a server or proxy that ends every watch at once must not make this loop spin
@@ -185,15 +260,15 @@ class JobTriggerWatch:
                 )
                 await asyncio.sleep(delay)
 
-    async def _list(self, scope: str | None) -> str:
-        """List every object (in pages), hand each to the queue, and report the ones known before but
-        gone now as deleted. Returns the version to watch from."""
+    async def _list(self, stream: Stream) -> str:
+        """List every object (in pages), hand each to the queue, and report the ones this stream showed
+        before but not now as deleted. Returns the version to watch from."""
         listed: set[str] = set()
         token: str | None = None
         version = ""
         while True:
             call = self._call(
-                scope,
+                stream,
                 limit=self.timings.page_size,
                 _continue=token,
                 _request_timeout=self.timings.list_timeout,
@@ -208,6 +283,7 @@ class JobTriggerWatch:
                 uid = (obj.get("metadata") or {}).get("uid")
                 if uid:
                     listed.add(uid)
+                    self._homes[uid] = stream
                     self.queue.put(None, obj)
                     await self.queue.room()
             meta = page.get("metadata") or {}
@@ -215,17 +291,17 @@ class JobTriggerWatch:
             token = meta.get("continue") or None
             if token is None:
                 break
-        known = self._known[scope]
-        for uid in known - listed:
+        vanished = [uid for uid, home in self._homes.items() if home == stream and uid not in listed]
+        for uid in vanished:
+            del self._homes[uid]
             self.queue.put("DELETED", {"metadata": {"uid": uid}})
-        self._known[scope] = listed
         return version
 
-    async def _watch(self, scope: str | None, version: str) -> str:
+    async def _watch(self, stream: Stream, version: str) -> str:
         """One watch request, until the server ends it. Returns the version reached."""
         timings = self.timings
         call = self._call(
-            scope,
+            stream,
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
@@ -238,16 +314,15 @@ class JobTriggerWatch:
                 raise WatchExpired
             if not 200 <= response.status <= 299:
                 raise ApiException(status=response.status, reason=response.reason)
-            known = self._known[scope]
             async for line in _lines(response.content):
-                version = self._dispatch(json.loads(line), known) or version
+                version = self._dispatch(stream, json.loads(line)) or version
                 await self.queue.room()
                 await asyncio.sleep(0)  # a chunk can hold hundreds of events: let timers run between them
         finally:
             response.release()
         return version
 
-    def _dispatch(self, event: dict[str, Any], known: set[str]) -> str | None:
+    def _dispatch(self, stream: Stream, event: dict[str, Any]) -> str | None:
         """Hand one watch event on; returns the version it carries."""
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
@@ -259,21 +334,31 @@ class JobTriggerWatch:
         uid = meta.get("uid")
         if kind == "BOOKMARK" or not uid or kind not in ("ADDED", "MODIFIED", "DELETED"):
             return version
-        if kind == "DELETED":
-            known.discard(uid)
-        else:
-            known.add(uid)
+        if kind != "DELETED":
+            self._homes[uid] = stream
+            self.queue.put(kind, obj)
+            return version
+        if self._homes.get(uid) != stream:
+            return version  # another of our streams shows it now
+        if stream.route is not None and self.shards is not None:
+            destination = Stream(stream.scope, route_of(meta.get("labels") or {}, self.shards))
+            if destination != stream and destination in self._tasks:
+                self._homes[uid] = destination  # relabelled into another of our streams, which hands it on
+                return version
+        del self._homes[uid]
         self.queue.put(kind, obj)
         return version
 
-    def _call(self, scope: str | None, **kwargs: Any) -> Awaitable[Any]:
+    def _call(self, stream: Stream, **kwargs: Any) -> Awaitable[Any]:
         options = {k: v for k, v in kwargs.items() if v is not None}
-        if scope is None:
+        if stream.route is not None and self.shards is not None:
+            options["label_selector"] = selector(stream.route, self.shards)
+        if stream.scope is None:
             return self._objects.list_cluster_custom_object(
                 GROUP, VERSION, PLURAL, _preload_content=False, **options
             )
         return self._objects.list_namespaced_custom_object(
-            GROUP, VERSION, scope, PLURAL, _preload_content=False, **options
+            GROUP, VERSION, stream.scope, PLURAL, _preload_content=False, **options
         )
 
 

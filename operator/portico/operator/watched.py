@@ -39,6 +39,7 @@ class WatchedTriggers:
             resource.generation,
             resource.spec,
             resource.annotations,
+            resource.labels,
             resource.status,
             resource.resource_version,
             resource.finalizers,
@@ -51,8 +52,8 @@ class WatchedTriggers:
         packed = self._objects.pop(uid, None)
         if packed is None:
             return None
-        name, namespace, generation, spec, annotations, status, version, finalizers, created = json.loads(
-            zlib.decompress(packed)
+        name, namespace, generation, spec, annotations, labels, status, version, finalizers, created = (
+            json.loads(zlib.decompress(packed))
         )
         return Resource.from_body(
             {
@@ -62,6 +63,7 @@ class WatchedTriggers:
                     "uid": uid,
                     "generation": generation,
                     "annotations": annotations,
+                    "labels": labels,
                     "resourceVersion": version,
                     "finalizers": finalizers,
                     "creationTimestamp": created,

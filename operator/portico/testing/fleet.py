@@ -84,6 +84,18 @@ async def wait_all_running(
     raise TimeoutError(f"only {len(running)}/{count} running after {within}s")
 
 
+async def delete_all(custom: client.CustomObjectsApi, namespace: str, within: float) -> None:
+    """Delete every JobTrigger of the namespace and wait until the last is gone (its finalizer released)."""
+    await custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        objs = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)
+        if not objs["items"]:
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"JobTriggers of {namespace} still there after {within}s")
+
+
 def peak_rss_mb(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
     m = re.search(r"VmHWM:\s+(\d+) kB", text)
