@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -231,6 +232,20 @@ def missed_runs(kubectl: Kubectl, name: str) -> list[MissedRuns]:
             )
             out.append(MissedRuns(first, pending, int(m["fired"] or 0)))
     return sorted(out, key=lambda r: r.pending)
+
+
+def post_json(url: str, body: dict[str, Any]) -> int:
+    """POST a JSON body; the status code, or 0 when nothing answered."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 def trigger_manifest(

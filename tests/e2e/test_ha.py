@@ -9,12 +9,19 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Kubectl, QueueServiceProcess
-from tests.e2e.conftest import Operator, OperatorFactory, list_jobs, status_of, trigger_manifest, wait_for
+from tests.e2e.conftest import (
+    Operator,
+    OperatorFactory,
+    list_jobs,
+    post_json,
+    status_of,
+    trigger_manifest,
+    wait_for,
+)
 
 LEASE = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5")
 
@@ -38,19 +45,6 @@ def ticks_are_exactly_once(queue_url: str) -> list[datetime]:
     gaps = [(a, b) for a, b in itertools.pairwise(times) if b - a != timedelta(seconds=1)]
     assert gaps == [], f"scheduled seconds missing between {gaps}"
     return times
-
-
-def post(url: str, body: dict[str, Any]) -> int:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 def test_crash_and_graceful_failover_keep_every_run_exactly_once(
@@ -107,7 +101,7 @@ def test_webhooks_are_served_by_every_replica_through_a_crash(
     path = wait_for(lambda: status_of(kubectl, "hook").get("webhookPath"), message="webhook path")
     urls = {name: op.webhook_url + path for name, op in replicas.items()}
     for url in urls.values():
-        wait_for(lambda url=url: post(url, {"job_type": "e2e.hook", "payload": {}}) == 202, message=url)
+        wait_for(lambda url=url: post_json(url, {"job_type": "e2e.hook", "payload": {}}) == 202, message=url)
 
     leader = lease_holder(kubectl)
     survivor = next(n for n in replicas if n != leader)
@@ -117,7 +111,7 @@ def test_webhooks_are_served_by_every_replica_through_a_crash(
     def send_to_survivor() -> None:
         i = 0
         while not stop.is_set():
-            results.append(post(urls[survivor], {"job_type": "e2e.hook", "payload": {"i": i}}))
+            results.append(post_json(urls[survivor], {"job_type": "e2e.hook", "payload": {"i": i}}))
             i += 1
             time.sleep(0.02)
 
@@ -162,8 +156,8 @@ def test_metrics_endpoint(kubectl: Kubectl, start_operator: OperatorFactory) -> 
         message="two timed fires",
     )
     path = wait_for(lambda: status_of(kubectl, "hook").get("webhookPath"), message="webhook path")
-    assert post(op.webhook_url + path, {"job_type": "e2e.hook", "payload": {}}) == 202
-    assert post(op.webhook_url + path, "not an object") in (400, 415)  # type: ignore[arg-type]
+    assert post_json(op.webhook_url + path, {"job_type": "e2e.hook", "payload": {}}) == 202
+    assert post_json(op.webhook_url + path, "not an object") in (400, 415)  # type: ignore[arg-type]
     samples = scrape()
     assert (
         samples[

@@ -19,10 +19,19 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from portico.operator.sharding.routes import SHARD_LABEL
 from portico.operator.sharding.shard_map import shard_of
 from portico.testing.control_plane import ControlPlane
 from tests.conftest import Kubectl, QueueServiceProcess
-from tests.e2e.conftest import Operator, OperatorFactory, list_jobs, wait_for
+from tests.e2e.conftest import (
+    Operator,
+    OperatorFactory,
+    list_jobs,
+    post_json,
+    status_of,
+    trigger_manifest,
+    wait_for,
+)
 
 SHARDS = 32
 LEASE_SECONDS = 5
@@ -191,6 +200,23 @@ def started_at(operators: Iterable[Operator]) -> dict[str, list[float]]:
     return out
 
 
+def watched(op: Operator) -> float:
+    return scrape(op)[("portico_jobtriggers_watched", ())]
+
+
+def each_watches_only_its_own(replicas: dict[str, Operator], kubectl: Kubectl, leases: ShardLeases) -> bool:
+    """Every trigger carries its shard's label, and each replica's watch shows exactly the triggers
+    of the shards it holds (the API server filters the rest out)."""
+    by_shard = leases.holders()
+    items = triggers(kubectl)
+    labels_right = all(
+        (o["metadata"].get("labels") or {}).get(SHARD_LABEL) == str(shard_of(o["metadata"]["uid"], SHARDS))
+        for o in items
+    )
+    owned = Counter(owner_of(o, by_shard) for o in items)
+    return labels_right and all(watched(op) == owned[name] for name, op in replicas.items())
+
+
 def start_replicas(start_operator: OperatorFactory, names: list[str]) -> dict[str, Operator]:
     return {name: start_operator("--id", name, *SHARDED) for name in names}
 
@@ -224,6 +250,7 @@ def test_three_replicas_split_evenly_a_crash_moves_its_slice_a_join_takes_a_shar
         assert metrics[("portico_shard_members", ())] == 3
         running = sum(v for (metric, _), v in metrics.items() if metric == "portico_trigger_running")
         assert running == per_replica[name], "each replica counts the metrics of its own triggers"
+    wait_for(lambda: each_watches_only_its_own(replicas, kubectl, leases), timeout=20, message="own watches")
 
     wait_for(lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= 3 * TICKERS, timeout=30)
     dead = "replica-c"
@@ -271,6 +298,8 @@ def test_three_replicas_split_evenly_a_crash_moves_its_slice_a_join_takes_a_shar
     assert len(taken) == 10 and all(rebalanced[s] == "replica-d" for s in taken), "only the new share moved"
     time.sleep(4)
     ticks_exactly_once(queue_service_process.url)
+    alive = {name: op for name, op in replicas.items() if name != dead}
+    wait_for(lambda: each_watches_only_its_own(alive, kubectl, leases), timeout=20, message="own watches")
 
     leaving = "replica-a"
     leaving_shards = {s for s, who in rebalanced.items() if who == leaving}
@@ -288,3 +317,74 @@ def test_three_replicas_split_evenly_a_crash_moves_its_slice_a_join_takes_a_shar
     time.sleep(4)
     ticks_exactly_once(queue_service_process.url)
     assert_one_writer_per_owner(kubectl, leases)
+    alive = {name: op for name, op in alive.items() if name != leaving}
+    wait_for(lambda: each_watches_only_its_own(alive, kubectl, leases), timeout=20, message="own watches")
+
+
+def label_of(kubectl: Kubectl, name: str) -> str | None:
+    labels = kubectl.json("get", "jobtrigger", name)["metadata"].get("labels") or {}
+    return labels.get(SHARD_LABEL)
+
+
+def test_the_shard_label_follows_the_source_and_is_written_back_when_changed_by_hand(
+    kubectl: Kubectl,
+    start_operator: OperatorFactory,
+    queue_service_process: QueueServiceProcess,
+    leases: ShardLeases,
+) -> None:
+    """A webhook is served by every replica (label `all`); turned into a schedule it moves to its
+    shard's watch and runs on the owner alone; a label removed or mistyped by hand is written back."""
+    replicas = start_replicas(start_operator, ["replica-a", "replica-b"])
+    wait_for(lambda: sorted(leases.shares().values()) == [16, 16], timeout=30, message="16/16 shards")
+    kubectl.apply(trigger_manifest("hook", {"webhook": {"auth": {"type": "none"}}}, job={"type": "e2e.hook"}))
+    path = wait_for(lambda: status_of(kubectl, "hook").get("webhookPath"), message="webhook path")
+    for op in replicas.values():
+        wait_for(
+            lambda op=op: post_json(op.webhook_url + path, {"job_type": "e2e.hook", "payload": {}}) == 202,
+            message="served",
+        )
+    uid = kubectl.json("get", "jobtrigger", "hook")["metadata"]["uid"]
+    shard = str(shard_of(uid, SHARDS))
+    owner = leases.holders()[int(shard)]
+    other = next(name for name in replicas if name != owner)
+    assert label_of(kubectl, "hook") == "all"
+    wait_for(lambda: all(watched(op) == 1 for op in replicas.values()), timeout=10, message="both watch it")
+
+    schedule = {"cron": "@every 1s", "catchUp": "All", "startingDeadlineSeconds": 60}
+    kubectl(
+        "patch", "jobtrigger", "hook", "--type=merge",
+        "-p", json.dumps({"spec": {"webhook": None, "schedule": schedule, "job": {"queue": "ticks"}}}),
+    )  # fmt: skip
+    wait_for(lambda: label_of(kubectl, "hook") == shard, timeout=10, message="its shard's label")
+    wait_for(lambda: post_json(replicas[other].webhook_url + path, {}) == 404, timeout=10, message="404")
+    wait_for(
+        lambda: watched(replicas[owner]) == 1 and watched(replicas[other]) == 0,
+        timeout=10,
+        message="only the owner watches it",
+    )
+    wait_for(lambda: len(list_jobs(queue_service_process.url, queue="ticks")) >= 2, timeout=10)
+
+    wrong = next(s for s in range(SHARDS) if leases.holders()[s] == other)
+    for change in (f"{SHARD_LABEL}-", f"{SHARD_LABEL}=not-a-shard", f"{SHARD_LABEL}={wrong}"):
+        kubectl("label", "--overwrite", "jobtrigger", "hook", change)
+        wait_for(
+            lambda: label_of(kubectl, "hook") == shard,
+            timeout=10,
+            message=f"label written back after {change}",
+        )
+    wait_for(
+        lambda: watched(replicas[owner]) == 1 and watched(replicas[other]) == 0,
+        timeout=10,
+        message="only the owner watches it again",
+    )
+    time.sleep(3)
+    seconds = sorted(
+        datetime.fromisoformat(j["metadata"]["scheduled_time"])
+        for j in list_jobs(queue_service_process.url, queue="ticks")
+    )
+    assert len(seconds) == len(set(seconds)), "no second enqueued twice"
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(seconds)), "none missing"
+    assert seconds[-1] >= datetime.now().astimezone() - timedelta(seconds=3), "still firing"
+
+    kubectl("delete", "jobtrigger", "hook", "--wait=true", timeout=30)
+    wait_for(lambda: all(watched(op) == 0 for op in replicas.values()), timeout=10, message="gone everywhere")

@@ -182,9 +182,11 @@ def body(
     version: str = "7",
     generation: int = 1,
     status: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": "t",
+        "labels": labels or {},
         "namespace": "ns",
         "uid": "uid-1",
         "generation": generation,

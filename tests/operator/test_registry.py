@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 
 from portico.operator.resource import FINALIZER
+from portico.operator.sharding.routes import SHARD_LABEL
+from portico.operator.sharding.shard_map import shard_of
 from tests.operator.fakes import Finalizers, body, resource, settle
 
 
@@ -158,3 +160,80 @@ async def test_a_forgotten_watch_entry_goes_with_its_deletion(env: Any) -> None:
     await registry.observe("ADDED", body())
     await registry.observe("DELETED", body())
     assert registry.known_uids() == set()
+
+
+def labelled(registry: Any, owned: set[str]) -> tuple[Finalizers, str]:
+    """A registry sharded over 4 shards with shard labels; returns its finalizer writer and the label
+    value uid-1 should carry for a source one replica runs."""
+    registry._owner = owned.__contains__
+    registry.shards = 4
+    registry.finalizers = writer = Finalizers()
+    return writer, str(shard_of("uid-1", 4))
+
+
+@pytest.mark.looptime
+async def test_the_owner_labels_a_trigger_with_its_finalizer_and_starts_it_once_it_arrives_labelled(
+    env: Any,
+) -> None:
+    registry, source, *_ = env
+    writer, shard = labelled(registry, {"uid-1"})
+    await registry.observe("ADDED", body())
+    assert writer.writes == [([FINALIZER], "7")] and writer.labels == [{SHARD_LABEL: shard}]
+    assert source.built == [], "the watch of its shard hands it on"
+    await registry.observe("DELETED", body())  # how the API server reports leaving the unlabelled watch
+    await registry.observe("ADDED", body(finalizers=[FINALIZER], labels={SHARD_LABEL: shard}, version="8"))
+    await settle()
+    assert source.built[-1].is_running and len(writer.writes) == 1
+
+
+@pytest.mark.looptime
+async def test_a_trigger_every_replica_serves_is_labelled_all(env: Any) -> None:
+    registry, *_ = env
+    registry.sources["fake"] = type(registry.sources["fake"])(single_active=False)
+    registry.lifecycle.sources = registry.sources
+    writer, _ = labelled(registry, {"uid-1"})
+    await registry.observe("ADDED", body())
+    assert writer.labels == [{SHARD_LABEL: "all"}]
+
+
+@pytest.mark.looptime
+async def test_a_replica_that_is_not_the_owner_corrects_a_wrong_shard_number_and_keeps_nothing(
+    env: Any,
+) -> None:
+    registry, source, *_ = env
+    writer, shard = labelled(registry, set())
+    wrong = str((int(shard) + 1) % 4)
+    await registry.observe("ADDED", body(labels={SHARD_LABEL: wrong}))
+    assert writer.labels == [{SHARD_LABEL: shard}] and writer.writes == [], "the label only"
+    assert registry.known_uids() == set() and source.built == []
+    await registry.observe("MODIFIED", body(labels={SHARD_LABEL: shard}))
+    assert len(writer.labels) == 1 and registry.known_uids() == set(), "its shard's watch lists it"
+
+
+@pytest.mark.looptime
+async def test_an_unlabelled_trigger_of_another_replica_is_remembered_until_its_owner_labels_it(
+    env: Any,
+) -> None:
+    registry, source, *_ = env
+    writer, _ = labelled(registry, set())
+    await registry.observe("ADDED", body(labels={SHARD_LABEL: "07"}))
+    assert registry.known_uids() == {"uid-1"} and writer.labels == [], "the owner labels it"
+    await registry.observe("DELETED", body(labels={SHARD_LABEL: "07"}))  # labelled: it left the watch
+    assert registry.known_uids() == set() and source.built == []
+
+
+@pytest.mark.looptime
+async def test_a_shard_that_arrives_labels_its_unlabelled_triggers_which_start_once_labelled(
+    env: Any,
+) -> None:
+    registry, source, *_ = env
+    owned: set[str] = set()
+    writer, shard = labelled(registry, owned)
+    await registry.observe("ADDED", body())
+    assert registry.known_uids() == {"uid-1"} and writer.writes == []
+    owned.add("uid-1")
+    await registry.take_over(registry.known_uids())
+    assert writer.labels == [{SHARD_LABEL: shard}] and source.built == []
+    await registry.observe("ADDED", body(finalizers=[FINALIZER], labels={SHARD_LABEL: shard}, version="8"))
+    await settle()
+    assert source.built[-1].is_running

@@ -11,6 +11,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
+from portico.operator.sharding.routes import SHARD_LABEL
 from portico.operator.trigger_watch import (
     MAX_EVENT_BYTES,
     JobTriggerWatch,
@@ -127,6 +128,77 @@ async def test_lists_in_pages_and_watches_every_namespace(kube_api: Any, namespa
         assert all(kind is None for kind, _, uid in seen if uid in uids)
         added = await create(kube_api, namespace, "added")
         await until(lambda: ("ADDED", "added", added) in seen)
+    finally:
+        await watch.stop(grace=5)
+
+
+async def create_labelled(api: Any, namespace: str, name: str, shard: str | None) -> str:
+    body = manifest(name)
+    if shard is not None:
+        body["metadata"]["labels"] = {SHARD_LABEL: shard}
+    obj = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body
+    )
+    return str(obj["metadata"]["uid"])
+
+
+async def relabel(api: Any, namespace: str, name: str, shard: str | None) -> None:
+    await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"metadata": {"labels": {SHARD_LABEL: shard}}},
+        _content_type="application/merge-patch+json",
+    )
+
+
+async def test_sharded_streams_show_a_replica_its_shards_the_shared_and_the_unlabelled_triggers(
+    kube_api: Any, namespace: str
+) -> None:
+    uid = {
+        "mine": await create_labelled(kube_api, namespace, "mine", "1"),
+        "theirs": await create_labelled(kube_api, namespace, "theirs", "2"),
+        "shared": await create_labelled(kube_api, namespace, "shared", "all"),
+        "fresh": await create_labelled(kube_api, namespace, "fresh", None),
+        "odd": await create_labelled(kube_api, namespace, "odd", "07"),
+    }
+    seen: Seen = []
+    watch = JobTriggerWatch(kube_api, [namespace], recorder(seen), shards=4)
+    watch.start()
+    watch.watch_shards([1])
+    try:
+        await until(lambda: len(seen) == 4)
+        assert {name for _, name, _ in seen} == {"mine", "shared", "fresh", "odd"}, "not another shard's"
+        assert len(watch) == 4
+
+        async def sentinel(name: str) -> None:
+            """An unlabelled creation: once it is seen, every earlier event of that stream was."""
+            await create_labelled(kube_api, namespace, name, None)
+            await until(lambda: any(n == name for _, n, _ in seen))
+
+        await relabel(kube_api, namespace, "fresh", "1")  # its owner labels it: from unlabelled to shard 1
+        await until(lambda: ("ADDED", "fresh", uid["fresh"]) in seen)
+        await sentinel("s1")
+        fresh = [k for k, n, _ in seen if n == "fresh"]
+        assert fresh in ([None, "ADDED"], [None, "DELETED", "ADDED"]), "it ends shown, whichever came first"
+
+        await relabel(kube_api, namespace, "shared", "2")  # to a shard another replica holds
+        await until(lambda: ("DELETED", "shared", uid["shared"]) in seen)
+        await relabel(kube_api, namespace, "theirs", "1")
+        await until(lambda: ("ADDED", "theirs", uid["theirs"]) in seen)
+        await delete(kube_api, namespace, "mine")
+        await until(lambda: ("DELETED", "mine", uid["mine"]) in seen)
+
+        gone = await watch.unwatch_shards([1])
+        assert gone == {uid["fresh"], uid["theirs"]}
+        assert len(watch) == 2, "odd and s1"
+        await relabel(kube_api, namespace, "theirs", "all")
+        await until(lambda: ("ADDED", "theirs", uid["theirs"]) in seen[-3:])
+        await relabel(kube_api, namespace, "odd", None)
+        await sentinel("s2")
+        assert [k for k, n, _ in seen if n == "odd"] == [None, "MODIFIED"], "unrouted either way"
     finally:
         await watch.stop(grace=5)
 

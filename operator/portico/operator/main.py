@@ -89,7 +89,7 @@ async def operate(
             on_started_leading=lambda: triggers.set_leading(True),
             on_stopped_leading=lambda: triggers.set_leading(False),
         )
-    collector = TriggerCollector(triggers, status_writer, events, elector, shards)
+    collector = TriggerCollector(triggers, status_writer, events, elector, shards, trigger_watch)
     metrics = MetricsServer(settings.metrics_host, settings.metrics_port, collector)
     kopf_registry = kopf.OperatorRegistry()
     register(kopf_registry)

@@ -7,7 +7,7 @@ schedule lateness) live in the default registry and are exposed beside them.
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
@@ -73,8 +73,10 @@ class TriggerCollector(Collector):
         events: EventRecorder | None = None,
         elector: Elector | None = None,
         shards: ShardOwner | None = None,
+        watch: Sized | None = None,
     ) -> None:
         self.shards = shards
+        self.watch = watch
         self.triggers = triggers
         self.status_writer = status_writer
         self.events = events
@@ -196,6 +198,14 @@ class TriggerCollector(Collector):
             )
             moves.add_metric([], self.shards.transitions)
             yield moves
+        if self.watch is not None:
+            watched = GaugeMetricFamily(
+                "portico_jobtriggers_watched",
+                "JobTriggers this replica's watch shows: all of them, or, sharded, those of its shards, "
+                "those every replica serves and those not labelled with a shard yet.",
+            )
+            watched.add_metric([], len(self.watch))
+            yield watched
 
     @staticmethod
     def _add_requests(

@@ -129,16 +129,18 @@ class TriggerRegistry:
         arriving = [r for r in (self._watched.pop(uid) for uid in uids if uid in self._watched) if r]
 
         async def take(managed: ManagedTrigger) -> None:
-            resource = await self._set_finalizer(managed.resource, present=True)
+            resource = await self._claim(managed.resource)
             serving = managed.source is not None and not self.sources[managed.source].single_active
-            if not (serving and managed.trigger is not None):  # a webhook runs here already
+            if resource is not None and not (serving and managed.trigger is not None):  # a webhook runs
                 await self.apply(resource, force=True)
             self.status_writer.mark_dirty(managed.uid, urgent=True)
 
         async def start(resource: Resource) -> None:
-            resource = await self._set_finalizer(resource, present=True)
+            claimed = await self._claim(resource)
+            if claimed is None:
+                return
             newer = self._triggers.get(resource.ref.uid)  # a watch event came in meanwhile
-            await self.apply(newer.resource if newer is not None else resource, force=True)
+            await self.apply(newer.resource if newer is not None else claimed, force=True)
             self.status_writer.mark_dirty(resource.ref.uid, urgent=True)
 
         await asyncio.gather(
@@ -227,8 +229,9 @@ class TriggerRegistry:
             await self._set_finalizer(resource, present=False)
             return
         self.status_writer.observe(uid, resource.status, resource.resource_version)
-        resource = await self._set_finalizer(resource, present=True)
-        await self.apply(resource)
+        claimed = await self._claim(resource)
+        if claimed is not None:
+            await self.apply(claimed)
 
     def _only_watches(self, resource: Resource) -> bool:
         """Whether this replica has nothing to do with the trigger but remember it: sharded, not its
@@ -265,6 +268,21 @@ class TriggerRegistry:
             wanted[SHARD_LABEL],
         )
         await self.finalizers.set_labels(resource.ref, wanted)
+
+    async def _claim(self, resource: Resource) -> Resource | None:
+        """As the owner, add our finalizer and the shard label. Returns the resource to run, or None when
+        its label changed: the label moves it to another of this replica's watches, which hands it on,
+        and it starts then. (The API server reports the move out of the old watch as a deletion, which
+        would stop a trigger started from the old one.)"""
+        wanted = self._shard_label(resource)
+        relabelled = (
+            wanted is not None
+            and self.finalizers is not None
+            and self.owns(resource.ref.uid)
+            and resource.labels.get(SHARD_LABEL) != wanted[SHARD_LABEL]
+        )
+        claimed = await self._set_finalizer(resource, present=True)
+        return None if relabelled else claimed
 
     async def _set_finalizer(self, resource: Resource, *, present: bool) -> Resource:
         """As the owner, add or release our finalizer; with sharding, the shard label goes with it. The

@@ -25,7 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.kube import read_json
 from portico.operator.resource import GROUP, PLURAL, VERSION
-from portico.operator.sharding.routes import EVERYWHERE, UNROUTED, Route, route_of, selector
+from portico.operator.sharding.routes import EVERYWHERE, UNROUTED, Route, selector
 from portico.sources.common.backoff import SharedBackoff
 
 logger = logging.getLogger(__name__)
@@ -153,9 +153,12 @@ class JobTriggerWatch:
     serves, the unrouted ones, and one stream per shard this replica holds (`watch_shards`), each
     filtered by the API server on the shard label (see `sharding.routes`).
 
-    A trigger whose label changes leaves one stream (as a DELETED event carrying its new labels) and
-    enters another: each object has one home stream, and a deletion reaches the registry only from its
-    home, only when the object did not move to another of our streams."""
+    A trigger whose label changes leaves one stream and enters another. The API server reports the
+    leaving as DELETED, with the object as it was before, so it cannot be told from a deletion by the
+    event alone. Each object therefore has one home, the stream that showed it last, and a DELETED
+    reaches the registry only from its home: when the entering came first, the leaving is dropped;
+    when the leaving came first, the entering follows it (the registry starts what it stopped). The
+    registry keeps that rare by starting a trigger only once it carries its right label."""
 
     def __init__(
         self,
@@ -175,6 +178,10 @@ class JobTriggerWatch:
         """Per object seen and not seen go, the stream that last showed it."""
         self._tasks: dict[Stream, asyncio.Task[None]] = {}
         self._stopped = False
+
+    def __len__(self) -> int:
+        """How many JobTriggers the streams show now."""
+        return len(self._homes)
 
     def start(self) -> None:
         self._stopped = False
@@ -340,11 +347,6 @@ class JobTriggerWatch:
             return version
         if self._homes.get(uid) != stream:
             return version  # another of our streams shows it now
-        if stream.route is not None and self.shards is not None:
-            destination = Stream(stream.scope, route_of(meta.get("labels") or {}, self.shards))
-            if destination != stream and destination in self._tasks:
-                self._homes[uid] = destination  # relabelled into another of our streams, which hands it on
-                return version
         del self._homes[uid]
         self.queue.put(kind, obj)
         return version
