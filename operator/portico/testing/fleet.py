@@ -142,6 +142,11 @@ def scheduled_at(job: dict[str, Any]) -> float:
     return _epoch(job["metadata"]["scheduled_time"])
 
 
+def created_at(job: dict[str, Any]) -> float:
+    """When the queue service created the job (epoch seconds)."""
+    return _epoch(job["created_at"])
+
+
 def lateness_ms(jobs: list[dict[str, Any]]) -> list[float]:
     """Per job: the queue service's creation time minus the scheduled second (end to end: the fire, the
     HTTP request and the queue's write)."""
