@@ -13,7 +13,8 @@ killed (SIGKILL): the seconds until its shards are held again (from the Leases' 
 its triggers run again (the first job the queue service created for each of its probes after the
 kill: the catch-up of the missed seconds), and over the probes' scheduled seconds the duplicates (the
 same second enqueued twice) and lost runs (a second never enqueued). `--replica-cpus C` caps every
-replica at C CPUs in a control group of its own, as if each had a node; the control plane and the queue service share the rest.
+replica at C CPUs in a control group of its own, as if each had a node; the control plane and the
+queue service share the rest.
 
 Goals, as ratios of the same run: 2 replicas reach Running in <= 0.75x the time of one; each replica's
 RSS <= (single-process RSS - its baseline) / N + its baseline; lateness p99 <= 10 ms; the crash moves
