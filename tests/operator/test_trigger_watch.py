@@ -12,6 +12,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from portico.operator.resource import GROUP, PLURAL, VERSION
 from portico.operator.sharding.routes import SHARD_LABEL
+from portico.operator.sharding.shard_map import shard_of
 from portico.operator.trigger_watch import (
     MAX_EVENT_BYTES,
     JobTriggerWatch,
@@ -199,6 +200,35 @@ async def test_sharded_streams_show_a_replica_its_shards_the_shared_and_the_unla
         await relabel(kube_api, namespace, "odd", None)
         await sentinel("s2")
         assert [k for k, n, _ in seen if n == "odd"] == [None, "MODIFIED"], "unrouted either way"
+    finally:
+        await watch.stop(grace=5)
+
+
+async def test_shards_taken_together_share_a_stream_and_giving_some_up_lists_the_rest_again(
+    kube_api: Any, namespace: str
+) -> None:
+    by_shard: dict[int, set[str]] = {}
+    for i in range(12):
+        uid = await create_labelled(kube_api, namespace, f"t{i}", None)
+        await relabel(kube_api, namespace, f"t{i}", str(shard_of(uid, 4)))
+        by_shard.setdefault(shard_of(uid, 4), set()).add(uid)
+    seen: Seen = []
+    watch = JobTriggerWatch(kube_api, [namespace], recorder(seen), shards=4)
+    watch.start()
+    watch.watch_shards([0, 1])
+    try:
+        held = by_shard.get(0, set()) | by_shard.get(1, set())
+        await until(lambda: {uid for _, _, uid in seen} == held)
+        assert len(watch._tasks) == 3, "the shared, the unlabelled and one for both shards"
+        seen.clear()
+        gone = await watch.unwatch_shards([1])
+        assert gone == by_shard.get(1, set())
+        await until(lambda: {uid for kind, _, uid in seen if kind is None} == by_shard.get(0, set()))
+        assert len(watch) == len(by_shard.get(0, set()))
+        if by_shard.get(0):
+            name = next(n for _, n, uid in seen if uid in by_shard[0])
+            await delete(kube_api, namespace, name)
+            await until(lambda: any(kind == "DELETED" and n == name for kind, n, _ in seen))
     finally:
         await watch.stop(grace=5)
 

@@ -26,6 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from portico.operator.kube import read_json
 from portico.operator.resource import GROUP, PLURAL, VERSION
 from portico.operator.sharding.routes import EVERYWHERE, UNROUTED, Route, selector
+from portico.operator.sharding.shard_map import shard_of
 from portico.sources.common.backoff import SharedBackoff
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class Stream:
     selector the API server applies (None: every JobTrigger of the scope)."""
 
     scope: str | None
-    route: Route | None = None
+    route: Route | frozenset[int] | None = None
+    """None: every JobTrigger of the scope; a route; or a set of shards taken together."""
 
     def describe(self) -> str:
         where = f"namespace {self.scope}" if self.scope else "all namespaces"
@@ -145,13 +147,16 @@ class Stream:
             return f"{where}, served by every replica"
         if self.route == UNROUTED:
             return f"{where}, not labelled with a shard yet"
-        return f"{where}, shard {self.route}"
+        shards = sorted(self.route) if isinstance(self.route, frozenset) else [self.route]
+        return f"{where}, shards {','.join(map(str, shards))}"
 
 
 class JobTriggerWatch:
     """Without sharding, one stream per scope. With `shards`, per scope: the triggers every replica
-    serves, the unrouted ones, and one stream per shard this replica holds (`watch_shards`), each
-    filtered by the API server on the shard label (see `sharding.routes`).
+    serves, the unrouted ones, and one stream per set of shards this replica took together
+    (`watch_shards`), each filtered by the API server on the shard label (see `sharding.routes`). A
+    stream per shard would hold one connection each, up to `shards` of them on a lone replica; the
+    shards usually come and go in a few batches.
 
     A trigger whose label changes leaves one stream and enters another. The API server reports the
     leaving as DELETED, with the object as it was before, so it cannot be told from a deletion by the
@@ -191,26 +196,43 @@ class JobTriggerWatch:
                 self._open(Stream(scope, route))
 
     def watch_shards(self, shards: Iterable[int]) -> None:
-        """Start the streams of shards this replica now holds; their lists hand every trigger on."""
-        for scope in self._scopes:
-            for shard in shards:
-                self._open(Stream(scope, shard))
+        """Start watching shards this replica now holds, one stream for them all; its list hands every
+        trigger on."""
+        taken = frozenset(shards)
+        if taken:
+            for scope in self._scopes:
+                self._open(Stream(scope, taken))
 
     async def unwatch_shards(self, shards: Iterable[int]) -> set[str]:
-        """Stop the streams of shards this replica gave up, drop their events still waiting, and wait
-        for the ones being handled. Returns the UIDs those streams showed, which the registry forgets."""
-        wanted = set(shards)
-        streams = {stream for stream in self._tasks if stream.route in wanted}
-        tasks = [self._tasks.pop(stream) for stream in streams]
+        """Stop watching shards this replica gave up: close each stream that shows one of them (and
+        reopen it for the rest of its shards, whose objects it lists again), drop the events of the
+        given-up shards' objects still waiting, and wait for the ones being handled. Returns the UIDs of
+        those objects, which the registry forgets."""
+        given = frozenset(shards)
+        streams = [(s, s.route) for s in self._tasks if isinstance(s.route, frozenset) and s.route & given]
+        tasks = [self._tasks.pop(stream) for stream, _ in streams]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        gone = {uid for uid, home in self._homes.items() if home in streams}
-        for uid in gone:
-            del self._homes[uid]
+        gone: set[str] = set()
+        for stream, route in streams:
+            rest = Stream(stream.scope, route - given) if route - given else None
+            for uid, home in list(self._homes.items()):
+                if home != stream:
+                    continue
+                if rest is not None and self._shard_of(uid) not in given:
+                    self._homes[uid] = rest  # so that its list reports what went meanwhile
+                else:
+                    del self._homes[uid]
+                    gone.add(uid)
+            if rest is not None:
+                self._open(rest)
         await self.queue.settle(gone, self.timings.settle_timeout)
         return gone
+
+    def _shard_of(self, uid: str) -> int:
+        return shard_of(uid, self.shards or 1)
 
     def _open(self, stream: Stream) -> None:
         if self._stopped or stream in self._tasks:

@@ -29,3 +29,4 @@ def test_the_unrouted_selector_selects_what_no_other_selects() -> None:
     assert selector(5, 8) == f"{SHARD_LABEL}=5"
     assert selector(EVERYWHERE, 8) == f"{SHARD_LABEL}=all"
     assert selector(UNROUTED, 4) == f"{SHARD_LABEL} notin (all,0,1,2,3)"
+    assert selector(frozenset({7, 2}), 8) == f"{SHARD_LABEL} in (2,7)"

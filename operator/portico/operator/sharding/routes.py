@@ -45,9 +45,12 @@ def route_of(labels: Mapping[str, str], shards: int) -> Route:
     return UNROUTED
 
 
-def selector(route: Route, shards: int) -> str:
-    """The label selector of a route's watch. The unrouted one selects what no other route selects,
-    labels without a key included (`notin` matches those)."""
+def selector(route: Route | frozenset[int], shards: int) -> str:
+    """The label selector of a watch: of one route, or of a set of shards (one watch for the shards a
+    replica took together). The unrouted one selects what no other route selects, labels without the
+    key included (`notin` matches those)."""
+    if isinstance(route, frozenset):
+        return f"{SHARD_LABEL} in ({','.join(str(s) for s in sorted(route))})"
     if route == UNROUTED:
         values = ",".join([EVERYWHERE, *(str(s) for s in range(shards))])
         return f"{SHARD_LABEL} notin ({values})"
