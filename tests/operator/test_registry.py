@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from portico.operator.resource import FINALIZER
+from portico.operator.shard_labels import ShardLabels
 from portico.operator.sharding.routes import SHARD_LABEL
 from portico.operator.sharding.shard_map import shard_of
 from tests.operator.fakes import Finalizers, body, resource, settle
@@ -166,7 +167,7 @@ def labelled(registry: Any, owned: set[str]) -> tuple[Finalizers, str]:
     """A registry sharded over 4 shards with shard labels; returns its finalizer writer and the label
     value uid-1 should carry for a source one replica runs."""
     registry._owner = owned.__contains__
-    registry.shards = 4
+    registry.labels = ShardLabels(4, registry.sources)
     registry.finalizers = writer = Finalizers()
     return writer, str(shard_of("uid-1", 4))
 

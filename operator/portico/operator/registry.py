@@ -27,8 +27,7 @@ from portico.operator.projection import (
 from portico.operator.resource import FINALIZER, Resource
 from portico.operator.retry import RetryPolicy, RetryTimer
 from portico.operator.secret_watch import SecretWatch
-from portico.operator.sharding.routes import SHARD_LABEL, UNROUTED, label_value, route_of
-from portico.operator.sharding.shard_map import shard_of
+from portico.operator.shard_labels import ShardLabels
 from portico.operator.status import StatusWriter
 from portico.operator.targets import create_targets
 from portico.operator.watched import WatchedTriggers, source_name
@@ -68,8 +67,8 @@ class TriggerRegistry:
         self.stop_timeout = stop_timeout
         self._owner = owner
         """With sharding: whether this replica owns a trigger (by UID). Without: `leading` decides."""
-        self.shards = shards
-        """With sharding: the number of shards, which the shard label names (see `sharding.routes`)."""
+        self.labels = ShardLabels(shards, self.sources) if shards else None
+        """With sharding: the shard label each trigger carries (see `sharding.routes`)."""
         self._handing_over: set[str] = set()
         self._unfinalized: dict[str, Resource] = {}
         """Deleted objects whose finalizer waits for their owner (a shard's next owner releases it)."""
@@ -197,7 +196,7 @@ class TriggerRegistry:
         """Keep the object of a trigger this replica only watches, so that it can start it at once when
         it takes the trigger's shard. With shard labels only unrouted ones are kept: the watch of a
         labelled trigger's shard lists it for whoever takes the shard."""
-        if self.shards is not None and route_of(resource.labels, self.shards) != UNROUTED:
+        if self.labels is not None and not self.labels.unrouted(resource):
             self._watched.discard(resource.ref.uid)
         else:
             self._watched.keep(resource)
@@ -216,8 +215,8 @@ class TriggerRegistry:
             return
         resource = Resource.from_body(body)
         deleting = bool(body.get("metadata", {}).get("deletionTimestamp"))
-        if not deleting and not self.owns(uid):
-            await self._correct_label(resource)
+        if not deleting and not self.owns(uid) and self.labels is not None and self.finalizers is not None:
+            await self.labels.correct(resource, self.finalizers)
         if not deleting and self._only_watches(resource):
             self._remember(resource)
             return
@@ -242,44 +241,16 @@ class TriggerRegistry:
         source = source_name(resource.spec, self.sources)
         return source is None or self.sources[source].single_active
 
-    def _shard_label(self, resource: Resource) -> dict[str, str] | None:
-        """The shard label the trigger should carry, with sharding."""
-        if self.shards is None:
-            return None
-        source = source_name(resource.spec, self.sources)
-        everywhere = source is not None and not self.sources[source].single_active
-        shard = shard_of(resource.ref.uid, self.shards)
-        return {SHARD_LABEL: label_value(shard, everywhere=everywhere)}
-
-    async def _correct_label(self, resource: Resource) -> None:
-        """A replica that is not the trigger's owner received it under the wrong shard number (only that
-        shard's holder sees it): write the right label, which moves it to the watch of its owner."""
-        wanted = self._shard_label(resource)
-        if wanted is None or self.shards is None or self.finalizers is None:
-            return
-        current = resource.labels.get(SHARD_LABEL)
-        if not isinstance(route_of(resource.labels, self.shards), int) or current == wanted[SHARD_LABEL]:
-            return
-        logger.info(
-            "JobTrigger %s carried %s=%s; its shard is %s",
-            resource.ref,
-            SHARD_LABEL,
-            current,
-            wanted[SHARD_LABEL],
-        )
-        await self.finalizers.set_labels(resource.ref, wanted)
-
     async def _claim(self, resource: Resource) -> Resource | None:
         """As the owner, add our finalizer and the shard label. Returns the resource to run, or None when
         its label changed: the label moves it to another of this replica's watches, which hands it on,
         and it starts then. (The API server reports the move out of the old watch as a deletion, which
         would stop a trigger started from the old one.)"""
-        wanted = self._shard_label(resource)
         relabelled = (
-            wanted is not None
+            self.labels is not None
             and self.finalizers is not None
             and self.owns(resource.ref.uid)
-            and resource.labels.get(SHARD_LABEL) != wanted[SHARD_LABEL]
+            and self.labels.is_wrong(resource)
         )
         claimed = await self._set_finalizer(resource, present=True)
         return None if relabelled else claimed
@@ -290,7 +261,7 @@ class TriggerRegistry:
         carry an older one and conflict."""
         if not self.owns(resource.ref.uid) or self.finalizers is None:
             return resource
-        labels = self._shard_label(resource) if present else None
+        labels = self.labels.wanted(resource) if self.labels is not None and present else None
         written = await set_finalizer(self.finalizers, resource, present=present, labels=labels)
         if written is not resource:
             self.status_writer.observe(written.ref.uid, written.status, written.resource_version)

@@ -270,7 +270,10 @@ class JobTriggerWatch:
                 version = None
             except ApiException as exc:
                 delay = backoff.failed()
-                logger.warning(
+                # 429: the API server is busy, or still filling its watch cache after a start; it says
+                # to come back later, which is no news for an operator.
+                logger.log(
+                    logging.INFO if exc.status == 429 else logging.WARNING,
                     "cannot watch JobTriggers in %s: %s %s%s; retrying in %.0fs",
                     where,
                     exc.status,
