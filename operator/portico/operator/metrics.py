@@ -5,6 +5,7 @@ a busy webhook pays nothing for being measured. Adapter-level metrics (queue-ser
 schedule lateness) live in the default registry and are exposed beside them.
 """
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sized
@@ -230,10 +231,19 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._runner: web.AppRunner | None = None
+        self._scraping = asyncio.Lock()
+        """One exposition at a time: concurrent scrapes wait rather than each taking a thread."""
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry) + generate_latest(REGISTRY)
+        """The exposition is written in a thread: with thousands of triggers it takes seconds of
+        interpreter, which on the event loop would hold every schedule's timer back. The thread takes
+        the interpreter lock in short turns, so the loop's timers still run on time."""
+        async with self._scraping:
+            body = await asyncio.to_thread(self._exposition)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    def _exposition(self) -> bytes:
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
 
     async def start(self) -> None:
         app = web.Application()
