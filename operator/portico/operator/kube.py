@@ -46,15 +46,7 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
         if labels:
             metadata["labels"] = dict(labels)
         try:
-            obj = await self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                PLURAL,
-                ref.name,
-                {"metadata": metadata},
-                _content_type="application/merge-patch+json",
-            )
+            obj = await self._patch_metadata(ref, metadata)
         except ApiException as exc:
             if exc.status in (404, 409):
                 logger.debug("finalizer update of %s skipped (%s); the next event retries", ref, exc.status)
@@ -64,18 +56,23 @@ class JobTriggerWriter(StatusPatcher, FinalizerWriter):
 
     async def set_labels(self, ref: TriggerRef, labels: Mapping[str, str]) -> None:
         try:
-            await self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                PLURAL,
-                ref.name,
-                {"metadata": {"labels": dict(labels)}},
-                _content_type="application/merge-patch+json",
-            )
+            await self._patch_metadata(ref, {"labels": dict(labels)})
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def _patch_metadata(self, ref: TriggerRef, metadata: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the object's metadata; returns the object as written."""
+        obj: dict[str, Any] = await self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+            {"metadata": metadata},
+            _content_type="application/merge-patch+json",
+        )
+        return obj
 
     async def patch_status(
         self, ref: TriggerRef, patch: dict[str, Any], resource_version: str | None = None

@@ -189,7 +189,7 @@ class TriggerRegistry:
         for uid in uids:
             self._watched.discard(uid)
             managed = self._triggers.get(uid)
-            if managed is not None and not (self.owns(uid) and uid not in self._handing_over):
+            if managed is not None and not self._may_run(uid):
                 await self.remove(uid)
 
     def _remember(self, resource: Resource) -> None:
@@ -246,22 +246,21 @@ class TriggerRegistry:
         its label changed: the label moves it to another of this replica's watches, which hands it on,
         and it starts then. (The API server reports the move out of the old watch as a deletion, which
         would stop a trigger started from the old one.)"""
-        relabelled = (
-            self.labels is not None
-            and self.finalizers is not None
-            and self.owns(resource.ref.uid)
-            and self.labels.is_wrong(resource)
-        )
-        claimed = await self._set_finalizer(resource, present=True)
-        return None if relabelled else claimed
-
-    async def _set_finalizer(self, resource: Resource, *, present: bool) -> Resource:
-        """As the owner, add or release our finalizer; with sharding, the shard label goes with it. The
-        status writer learns the version the write left, so the trigger's next status write does not
-        carry an older one and conflict."""
         if not self.owns(resource.ref.uid) or self.finalizers is None:
             return resource
-        labels = self.labels.wanted(resource) if self.labels is not None and present else None
+        wanted = self.labels.wanted(resource) if self.labels is not None else None
+        claimed = await self._set_finalizer(resource, present=True, labels=wanted)
+        relabelled = wanted is not None and any(resource.labels.get(k) != v for k, v in wanted.items())
+        return None if relabelled else claimed
+
+    async def _set_finalizer(
+        self, resource: Resource, *, present: bool, labels: Mapping[str, str] | None = None
+    ) -> Resource:
+        """As the owner, add or release our finalizer, and set `labels` in the same write. The status
+        writer learns the version the write left, so the trigger's next status write does not carry an
+        older one and conflict."""
+        if not self.owns(resource.ref.uid) or self.finalizers is None:
+            return resource
         written = await set_finalizer(self.finalizers, resource, present=present, labels=labels)
         if written is not resource:
             self.status_writer.observe(written.ref.uid, written.status, written.resource_version)

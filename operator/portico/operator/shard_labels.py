@@ -28,9 +28,6 @@ class ShardLabels:
         shard = shard_of(resource.ref.uid, self.shards)
         return {SHARD_LABEL: label_value(shard, everywhere=everywhere)}
 
-    def is_wrong(self, resource: Resource) -> bool:
-        return resource.labels.get(SHARD_LABEL) != self.wanted(resource)[SHARD_LABEL]
-
     def unrouted(self, resource: Resource) -> bool:
         """Whether no shard's watch shows the trigger (no label, or not a valid one): every replica keeps
         such an object, so that whoever takes its shard can start it."""
@@ -39,9 +36,11 @@ class ShardLabels:
     async def correct(self, resource: Resource, writer: FinalizerWriter) -> None:
         """For a replica that is not the owner: a trigger it received under the wrong shard number
         (only that shard's holder sees it) gets the right label, which moves it to its owner's watch."""
-        if not isinstance(route_of(resource.labels, self.shards), int) or not self.is_wrong(resource):
+        if not isinstance(route_of(resource.labels, self.shards), int):
             return
         wanted = self.wanted(resource)
         current = resource.labels.get(SHARD_LABEL)
+        if current == wanted[SHARD_LABEL]:
+            return
         logger.info("JobTrigger %s carried %s=%s; relabelled %s", resource.ref, SHARD_LABEL, current, wanted)
         await writer.set_labels(resource.ref, wanted)
